@@ -1,0 +1,198 @@
+"""From a loader's :class:`SourceDataset` to the prepared tables, vocab and report.
+
+The rules for bad input, one per case (the README repeats them):
+
+=====================================  ==========================================
+case                                   what happens
+=====================================  ==========================================
+malformed annotation file / field      the stage fails, naming the file and field
+missing image file                     ``on_bad_image``: skip and count, or fail
+corrupt or truncated image             ``on_bad_image``: skip and count, or fail
+grayscale / palette / CMYK / alpha     kept, converted to RGB when read; counted
+annotation naming an unknown image     skipped and counted (by the loader)
+caption empty after normalization      skipped and counted
+non-ASCII caption                      folded to ASCII (``text.to_ascii``); counted
+caption longer than max length         cut to ``max_caption_length``; counted
+image left with no caption             skipped and counted
+=====================================  ==========================================
+
+Nothing here writes outside ``out_dir``; the stage makes that folder atomic.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from components.data import text
+from components.data.images import BadImageError, ImageInfo, inspect_image
+from components.data.schema import (
+    CAPTIONS_SCHEMA,
+    IMAGES_SCHEMA,
+    SPLITS,
+    DatasetFormatError,
+    Skip,
+    SourceDataset,
+)
+
+
+def _inspect_all(paths: list[str], num_workers: int, progress: bool) -> list[ImageInfo | BadImageError]:
+    """Decode every image once, in threads (PIL releases the GIL while decoding)."""
+
+    def check(path: str) -> ImageInfo | BadImageError:
+        try:
+            return inspect_image(path)
+        except BadImageError as err:
+            return err
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        return list(tqdm(pool.map(check, paths), total=len(paths), desc="prepare: checking images",
+                         unit="img", disable=not progress, mininterval=1.0))
+
+
+def prepare_dataset(
+    source: SourceDataset,
+    out_dir: str | os.PathLike,
+    *,
+    on_bad_image: str = "skip",
+    min_word_count: int = 1,
+    max_caption_length: int = 20,
+    num_workers: int = 4,
+    store_path: Callable[[str], str] = lambda p: p,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Validate ``source`` and write ``images.parquet``, ``captions.parquet``, ``vocab.json``.
+
+    Args:
+        source: What a loader returned.
+        out_dir: Existing folder to write into.
+        on_bad_image: ``"skip"`` to skip and count missing/corrupt images,
+            ``"fail"`` to stop at the first, naming the file.
+        min_word_count: Vocabulary threshold, counted on the train split.
+        max_caption_length: Captions are cut to this many words.
+        num_workers: Threads that decode images for the check.
+        store_path: Maps a loader path to the path written in the table
+            (used when images were generated in a temporary folder).
+        progress: Show progress bars.
+
+    Returns:
+        The report: counts per case, per split, and every skipped item.
+
+    Raises:
+        BadImageError: with ``on_bad_image="fail"``, for the first bad image.
+        DatasetFormatError: for an unknown split, or no training caption.
+    """
+    if on_bad_image not in ("skip", "fail"):
+        raise ValueError(f"on_bad_image must be 'skip' or 'fail', got {on_bad_image!r}")
+    out_dir = Path(out_dir)
+    skipped: list[Skip] = list(source.skipped)
+    counts: collections.Counter[str] = collections.Counter(
+        images_found=len(source.images), captions_found=len(source.captions)
+    )
+    converted: collections.Counter[str] = collections.Counter()
+
+    for img in source.images:
+        if img.split not in SPLITS:
+            raise DatasetFormatError(
+                f"image {img.image_id} ({img.path}): split '{img.split}' is not one of {SPLITS}"
+            )
+
+    # 1. Images: decode each once; skip or fail on bad ones.
+    infos = _inspect_all([img.path for img in source.images], num_workers, progress)
+    good: dict[int, tuple[Any, ImageInfo]] = {}
+    for img, info in zip(source.images, infos):
+        if isinstance(info, BadImageError):
+            if on_bad_image == "fail":
+                raise info
+            skipped.append(Skip(info.kind, img.path, info.detail))
+            continue
+        if info.needs_conversion:
+            converted[info.mode] += 1
+        good[img.image_id] = (img, info)
+
+    # 2. Captions: normalize, tokenize; drop empty ones and those of dropped images.
+    per_image: dict[int, list[list[str]]] = collections.defaultdict(list)
+    for cap in source.captions:
+        if cap.image_id not in good:
+            counts["captions_of_skipped_images"] += 1
+            continue
+        if not cap.caption.isascii():
+            counts["captions_folded_to_ascii"] += 1
+        words = text.tokenize(cap.caption)
+        if not words:
+            skipped.append(Skip("empty_caption", f"image {cap.image_id}", repr(cap.caption)))
+            continue
+        if len(words) > max_caption_length:
+            counts["captions_truncated"] += 1
+            words = words[:max_caption_length]
+        per_image[cap.image_id].append(words)
+
+    for image_id, (img, _) in list(good.items()):
+        if not per_image.get(image_id):
+            skipped.append(Skip("no_captions", img.path, f"image {image_id} has no usable caption"))
+            del good[image_id]
+
+    # 3. Vocabulary from the training split only.
+    train_captions = [w for i, (img, _) in good.items() if img.split == "train" for w in per_image[i]]
+    if not train_captions:
+        raise DatasetFormatError(
+            f"dataset '{source.name}': no usable training caption left "
+            f"({len(skipped)} items skipped; see the report)"
+        )
+    vocab = text.Vocab.build(train_captions, min_word_count=min_word_count,
+                             max_caption_length=max_caption_length)
+
+    # 4. Tables, in image_id order.
+    image_rows: dict[str, list] = {f.name: [] for f in IMAGES_SCHEMA}
+    caption_rows: dict[str, list] = {f.name: [] for f in CAPTIONS_SCHEMA}
+    split_counts = {s: collections.Counter() for s in SPLITS}
+    caption_id = 0
+    for image_id in sorted(good):
+        img, info = good[image_id]
+        image_rows["image_id"].append(image_id)
+        image_rows["path"].append(store_path(img.path))
+        image_rows["split"].append(img.split)
+        image_rows["width"].append(info.width)
+        image_rows["height"].append(info.height)
+        image_rows["mode"].append(info.mode)
+        split_counts[img.split]["images"] += 1
+        for words in per_image[image_id]:
+            ids = vocab.encode(words)
+            caption_id += 1
+            caption_rows["caption_id"].append(caption_id)
+            caption_rows["image_id"].append(image_id)
+            caption_rows["split"].append(img.split)
+            caption_rows["caption"].append(" ".join(words))
+            caption_rows["token_ids"].append(ids)
+            caption_rows["length"].append(len(ids))
+            split_counts[img.split]["captions"] += 1
+
+    pq.write_table(pa.table(image_rows, schema=IMAGES_SCHEMA), out_dir / "images.parquet")
+    pq.write_table(pa.table(caption_rows, schema=CAPTIONS_SCHEMA), out_dir / "captions.parquet")
+    with open(out_dir / "vocab.json", "w") as f:
+        json.dump(vocab.to_json(), f, indent=2)
+        f.write("\n")
+
+    counts["images_kept"] = len(good)
+    counts["captions_kept"] = caption_id
+    counts["images_converted_to_rgb"] = sum(converted.values())
+    skip_counts = collections.Counter(s.kind for s in skipped)
+    return {
+        "dataset": source.name,
+        "on_bad_image": on_bad_image,
+        "counts": dict(sorted(counts.items())),
+        "converted_modes": dict(sorted(converted.items())),
+        "skipped_counts": dict(sorted(skip_counts.items())),
+        "splits": {s: dict(c) for s, c in split_counts.items()},
+        "vocab_size": len(vocab),
+        "skipped": [{"kind": s.kind, "item": s.item, "detail": s.detail} for s in skipped],
+    }

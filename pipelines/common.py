@@ -1,0 +1,33 @@
+"""What every stage entry point shares: logging and clean failure messages."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+
+from components.config import ConfigError
+from components.data.images import BadImageError
+from components.data.schema import DatasetFormatError
+
+# Errors caused by the user's input or params: one clear line, no traceback.
+USER_ERRORS = (ConfigError, DatasetFormatError, BadImageError, FileNotFoundError)
+
+
+def stage_main(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Wrap a stage's ``main``: set up logging, turn input errors into exit code 2."""
+
+    def wrap(fn: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(fn)
+        def main(*args, **kwargs) -> None:
+            logging.basicConfig(level=logging.INFO, format="%(levelname)s capsynth.%(name)s: %(message)s")
+            try:
+                fn(*args, **kwargs)
+            except USER_ERRORS as err:
+                print(f"capsynth {name}: error: {err}", file=sys.stderr)
+                sys.exit(2)
+
+        return main
+
+    return wrap
