@@ -1,0 +1,1 @@
+"""Datasets: loaders into one normalized form, the synthetic generator, prepare."""
