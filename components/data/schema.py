@@ -92,7 +92,8 @@ class Skip:
 
     ``kind`` is one of: ``missing_image``, ``corrupt_image``, ``unknown_image``
     (an annotation naming an image the file does not list), ``no_captions``,
-    ``empty_caption``, ``bad_annotation`` (an entry lacking a field, skipped).
+    ``empty_caption``, ``bad_annotation`` (an entry lacking a field, skipped),
+    ``not_in_split_file`` (a COCO image the Karpathy split file does not list).
     """
 
     kind: str

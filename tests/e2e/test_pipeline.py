@@ -1,0 +1,92 @@
+"""End to end: `dvc repro` on the smoke profile in a throwaway copy of the repo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.config import write_profile_params
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+
+
+def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory, request) -> Path:
+    """Tracked and untracked-not-ignored files of the repo, as a fresh git repo on smoke params."""
+    src = Path(request.config.rootpath)
+    dst = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=src, capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        if (src / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, dst / rel)
+    write_profile_params(src / "params.yaml", "smoke", dst / "params.yaml")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "smoke"]):
+        _run(cmd, dst)
+    return dst
+
+
+def _tree_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_dvc_repro_runs_prepare(smoke_repo):
+    _run(["dvc", "repro"], smoke_repo)
+    prepared = smoke_repo / "data" / "prepared"
+    images = pq.read_table(prepared / "images.parquet").to_pylist()
+    captions = pq.read_table(prepared / "captions.parquet").to_pylist()
+    report = json.loads((smoke_repo / "reports" / "prepare.json").read_text())
+    assert report["counts"]["images_kept"] == len(images) > 0
+    assert {r["split"] for r in images} == {"train", "val", "test"}
+    assert all((smoke_repo / r["path"]).is_file() and not os.path.isabs(r["path"]) for r in images)
+    assert len(captions) == 5 * len(images)
+    assert (prepared / "synthetic" / "scenes.parquet").is_file()
+    # nothing left half-written beside the output
+    assert sorted(p.name for p in prepared.parent.iterdir()) == ["prepared"]
+    # a second repro has nothing to do
+    assert "didn't change" in _run(["dvc", "repro"], smoke_repo).stdout
+    # metrics show reads the report
+    assert "images_kept" in _run(["dvc", "metrics", "show"], smoke_repo).stdout
+
+
+def test_rerun_from_scratch_is_byte_identical(smoke_repo):
+    prepared = smoke_repo / "data" / "prepared"
+    if not prepared.exists():
+        _run(["dvc", "repro"], smoke_repo)
+    before = _tree_hash(prepared)
+    _run(["dvc", "repro", "--force", "prepare"], smoke_repo)
+    assert _tree_hash(prepared) == before
+
+
+def test_exp_run_set_param_and_typo(smoke_repo):
+    _run(["dvc", "exp", "run", "-S", "prepare.seed=7"], smoke_repo)
+    report = json.loads((smoke_repo / "reports" / "prepare.json").read_text())
+    assert report["params"]["seed"] == 7
+    proc = _run(["dvc", "exp", "run", "-S", "prepare.seeed=7"], smoke_repo, check=False)
+    assert proc.returncode != 0
+    assert "unknown key 'prepare.seeed'" in proc.stdout + proc.stderr
