@@ -87,6 +87,10 @@ def test_exp_run_set_param_and_typo(smoke_repo):
     _run(["dvc", "exp", "run", "-S", "prepare.seed=7"], smoke_repo)
     report = json.loads((smoke_repo / "reports" / "prepare.json").read_text())
     assert report["params"]["seed"] == 7
+    # DVC refuses a key params.yaml lacks ...
     proc = _run(["dvc", "exp", "run", "-S", "prepare.seeed=7"], smoke_repo, check=False)
+    assert proc.returncode != 0 and "prepare.seeed" in proc.stderr
+    # ... and when forced in with '+', the stage's strict config refuses it
+    proc = _run(["dvc", "exp", "run", "-S", "+prepare.seeed=7"], smoke_repo, check=False)
     assert proc.returncode != 0
     assert "unknown key 'prepare.seeed'" in proc.stdout + proc.stderr
