@@ -71,7 +71,7 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             return tuple(_convert(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value))
         if len(args) != len(value):
             raise fail(f"a list of {len(args)} items")
-        return tuple(_convert(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(args, value)))
+        return tuple(_convert(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
     if origin is dict:
         key_tp, val_tp = get_args(tp)
         if not isinstance(value, Mapping):

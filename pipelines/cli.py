@@ -3,6 +3,7 @@
     capsynth prepare [--params params.yaml] ...   run one stage by hand
     capsynth profile smoke                        print `dvc exp run` -S args
     capsynth profile smoke --write OUT.yaml       params.yaml + profile, as a file
+    capsynth sample --model DIR -n 64 --seed S OUT.png   samples of a VAE/GAN as a PNG grid
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import sys
 from pipelines import config
 
 # stage name -> module with a `main(argv)`; imported lazily so `capsynth --help` is fast
-STAGES = {"prepare": "pipelines.prepare"}
+STAGES = {"prepare": "pipelines.prepare", "features": "pipelines.features",
+          "train_vae": "pipelines.train_vae", "train_gan": "pipelines.train_gan"}
+# other commands with their own argument parser, dispatched the same way
+TOOLS = {"sample": ("pipelines.sample", "draw images from a VAE/GAN: sample --model DIR -n 64 --seed S OUT.png")}
 
 
 def _profile(args: argparse.Namespace) -> None:
@@ -26,15 +30,18 @@ def _profile(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in STAGES:
+    if argv and (argv[0] in STAGES or argv[0] in TOOLS):
         import importlib
 
-        importlib.import_module(STAGES[argv[0]]).main(argv[1:])
+        module = STAGES[argv[0]] if argv[0] in STAGES else TOOLS[argv[0]][0]
+        importlib.import_module(module).main(argv[1:])
         return
     parser = argparse.ArgumentParser(prog="capsynth", description="capsynth pipeline tools")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for stage in STAGES:
         sub.add_parser(stage, help=f"run the '{stage}' stage (see --help of it)")
+    for tool, (_, help_text) in TOOLS.items():
+        sub.add_parser(tool, help=help_text)
     p = sub.add_parser("profile", help="apply a params profile (e.g. smoke)")
     p.add_argument("name")
     p.add_argument("--params", default="params.yaml")

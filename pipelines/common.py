@@ -15,6 +15,11 @@ from components.data.schema import DatasetFormatError
 USER_ERRORS = (ConfigError, DatasetFormatError, BadImageError, FileNotFoundError)
 
 
+class StageFailed(RuntimeError):
+    """The stage stopped for a reason its message explains in full (e.g. a diverged
+    training run, with where its last good checkpoint is): one line, exit code 1."""
+
+
 def stage_main(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Wrap a stage's ``main``: set up logging, turn input errors into exit code 2."""
 
@@ -27,6 +32,9 @@ def stage_main(name: str) -> Callable[[Callable[..., None]], Callable[..., None]
             except USER_ERRORS as err:
                 print(f"capsynth {name}: error: {err}", file=sys.stderr)
                 sys.exit(2)
+            except StageFailed as err:
+                print(f"capsynth {name}: failed: {err}", file=sys.stderr)
+                sys.exit(1)
 
         return main
 

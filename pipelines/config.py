@@ -19,8 +19,11 @@ from typing import Any, Literal
 
 from ruamel.yaml import YAML
 
+from components.captioning.fit import ArchitectureParams, CaptionTrainConfig
 from components.config import ConfigError, build, deep_merge, flatten
 from components.data.schema import AnnotationSource
+from components.generative.config import GANConfig, VAEConfig
+from components.generative.fit import GANTrainConfig, VAETrainConfig
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -62,10 +65,99 @@ class PrepareConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FeaturesConfig:
+    """``features`` stage: images table → CNN grid + pooled features (Parquet shards)."""
+
+    backbone: Literal["resnet18", "resnet50", "resnet101", "resnet152", "vgg16", "inception_v3"]
+    weights: Literal["random", "imagenet", "path"]
+    weights_path: str
+    seed: int
+    input_size: int
+    stage: int
+    grid_size: int
+    batch_size: int
+    dtype: Literal["float16", "float32"]
+    num_actors: int
+    threads_per_actor: int
+    num_decode_tasks: int
+    device: Literal["auto", "cpu", "cuda"]
+    autocast: Literal["bfloat16", "float16", "none"]
+    channels_last: bool
+
+    def __post_init__(self) -> None:
+        if self.weights == "path" and not self.weights_path:
+            raise ConfigError("features.weights is 'path' but features.weights_path is empty")
+        if self.input_size != 0 and self.input_size < 32:
+            raise ConfigError(f"features.input_size must be 0 (native) or >= 32, got {self.input_size}")
+        if not 1 <= self.stage <= 4:
+            raise ConfigError(f"features.stage must be 1 to 4 (output stride 4 to 32), got {self.stage}")
+        for key in ("grid_size", "batch_size", "num_actors", "threads_per_actor", "num_decode_tasks"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"features.{key} must be >= 1, got {getattr(self, key)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingParams:
+    """Ray Train scaling of a training stage (``<stage>.scaling``)."""
+
+    num_workers: int
+    use_gpu: bool | None  # None: when the cluster has GPUs
+    max_failures: int
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ConfigError(f"scaling.num_workers must be >= 1, got {self.num_workers}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeParams:
+    """How captions are generated for the predictions and metrics."""
+
+    beam_size: int
+    length_penalty: float
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ConfigError(f"decode.beam_size must be >= 1, got {self.beam_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainCaptionerConfig:
+    """``train_captioner`` stage: cached features + captions → a caption model."""
+
+    model: ArchitectureParams
+    train: CaptionTrainConfig
+    decode: DecodeParams
+    scaling: ScalingParams
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainVAEConfig:
+    """``train_vae`` stage: prepared images → a VAE (``models/vae``), samples, ELBO."""
+
+    model: VAEConfig
+    train: VAETrainConfig
+    scaling: ScalingParams
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainGANConfig:
+    """``train_gan`` stage: prepared images → a DCGAN (``models/gan``), samples, diagnostics."""
+
+    model: GANConfig
+    train: GANTrainConfig
+    scaling: ScalingParams
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``. Later stages add their group here."""
 
     prepare: PrepareConfig
+    features: FeaturesConfig
+    train_captioner: TrainCaptionerConfig
+    train_vae: TrainVAEConfig
+    train_gan: TrainGANConfig
 
 
 def _read_yaml(path: str | os.PathLike) -> Any:

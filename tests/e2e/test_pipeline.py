@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from components.features.store import load_features
 from pipelines.config import write_profile_params
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -66,8 +67,13 @@ def test_dvc_repro_runs_prepare(smoke_repo):
     assert all((smoke_repo / r["path"]).is_file() and not os.path.isabs(r["path"]) for r in images)
     assert len(captions) == 5 * len(images)
     assert (prepared / "synthetic" / "scenes.parquet").is_file()
-    # nothing left half-written beside the output
-    assert sorted(p.name for p in prepared.parent.iterdir()) == ["prepared"]
+    # nothing left half-written beside the outputs
+    assert not [p.name for p in prepared.parent.iterdir() if p.name.startswith(".")]
+    # features of every kept image, in the images table's order
+    features = load_features(smoke_repo / "data" / "features")
+    assert features.image_ids.tolist() == [r["image_id"] for r in images]
+    assert features.grid.shape[0] == features.pooled.shape[0] == len(images)
+    assert features.meta["weights"] == "random" and len(features.meta["weights_sha256"]) == 64
     # a second repro has nothing to do
     assert "didn't change" in _run(["dvc", "repro"], smoke_repo).stdout
     # metrics show reads the report

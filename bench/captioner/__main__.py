@@ -1,0 +1,161 @@
+"""Benchmarks of the captioner, each against a baseline measured in the same run.
+
+    .venv/bin/python -m bench.captioner train   # (a) Ray Train, 1 worker vs the same loop without Ray
+    .venv/bin/python -m bench.captioner beam    # (b) batched beam search vs one image at a time
+
+(a) Both sides run ``fit_captioner`` on the same generated data and params:
+once in this process through a ``LocalSession``, once under ``TorchTrainer``
+with one worker and the same torch threads. Throughput is the loop's own
+``train_captions_per_s`` (training steps only), averaged over the epochs after
+the first; the start-up cost (Ray instance, trainer, worker, data load, first
+epoch's extra) is printed on its own line.
+
+(b) The same random-initialised Show-Attend-and-Tell model and features, beam
+3: ``beam_search`` on batches of all images against ``beam_search_single``
+(one image at a time). Prints both times, the speed-up and how many captions
+differ (expected: none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _tiny_caption_data(num_images: int, seed: int = 0):
+    """Synthetic features + captions in memory: the loop's cost, not the features'."""
+    from components.captioning.data import CaptionData, SplitCaptions
+    from components.data.scene_language import reference_captions
+    from components.data.synthetic import sample_scene
+    from components.data.text import Vocab, tokenize
+    from components.features.store import FeatureSet
+
+    rng = np.random.default_rng(seed)
+    captions = [reference_captions(sample_scene(rng), rng) for _ in range(num_images)]
+    words = [tokenize(c) for caps in captions for c in caps]
+    vocab = Vocab.build(words, min_word_count=1, max_caption_length=20)
+    grid = rng.normal(size=(num_images, 16, 512)).astype(np.float16)  # resnet18 at 128 px, grid 4
+    features = FeatureSet(np.arange(1, num_images + 1), grid, grid.mean(1), {})
+    splits = {}
+    bounds = {"train": (0, int(num_images * 0.8)), "val": (int(num_images * 0.8), num_images)}
+    for name, (lo, hi) in bounds.items():
+        rows = np.arange(lo, hi)
+        tok = [vocab.encode(tokenize(c)) for r in rows for c in captions[r]]
+        width = max(map(len, tok))
+        token_ids = np.zeros((len(tok), width), np.int64)
+        for i, t in enumerate(tok):
+            token_ids[i, : len(t)] = t
+        splits[name] = SplitCaptions(
+            image_ids=rows + 1, image_rows=rows, caption_rows=np.repeat(rows, 5), token_ids=token_ids,
+            references={int(r + 1): [" ".join(tokenize(c)) for c in captions[r]] for r in rows})
+    return CaptionData(features=features, vocab=vocab, splits=splits)
+
+
+def _steady(history: list[dict]) -> float:
+    rates = [h["train_captions_per_s"] for h in history[1:]] or [history[0]["train_captions_per_s"]]
+    return statistics.mean(rates)
+
+
+def _ray_loop(config: dict) -> None:
+    from components.captioning.fit import fit_captioner
+    from components.train.session import RaySession
+
+    data = _tiny_caption_data(config["num_images"])
+    fit_captioner(RaySession(), data=data, arch=config["arch"], cfg=config["train"])
+
+
+def bench_train(args: argparse.Namespace) -> None:
+    from components.captioning.fit import ArchitectureParams, CaptionTrainConfig, fit_captioner
+    from components.ray_adapter import init_ray
+    from components.train.ray_trainer import ScalingSpec, fit, make_trainer
+    from components.train.session import LocalSession
+
+    arch = ArchitectureParams(architecture="show_attend_tell", cell="lstm", embed_dim=128, hidden_dim=256,
+                              num_layers=1, dropout=0.3, attention_dim=128)
+    cfg = CaptionTrainConfig(epochs=args.epochs, batch_size=128, lr=3e-3, weight_decay=0.0, lr_schedule="cosine",
+                             grad_clip=5.0, label_smoothing=0.0, attention_penalty=0.1, scheduled_sampling=0.0,
+                             early_stopping_patience=0, seed=0, amp=True, threads_per_worker=args.threads,
+                             fail_at_epoch=-1)
+    data = _tiny_caption_data(args.num_images)
+    local = LocalSession()
+    t0 = time.perf_counter()
+    fit_captioner(local, data=data, arch=arch, cfg=cfg)
+    local_total = time.perf_counter() - t0
+    torch.set_num_threads(args.threads)
+
+    t0 = time.perf_counter()
+    init_ray(num_cpus=max(args.threads, 1))
+    history: list[dict] = []
+    with tempfile.TemporaryDirectory() as storage:
+        trainer = make_trainer(_ray_loop, {"num_images": args.num_images, "arch": arch, "train": cfg},
+                               scaling=ScalingSpec(num_workers=1, cpus_per_worker=args.threads, use_gpu=False,
+                                                   max_failures=0),
+                               run_name="bench-captioner", storage_path=storage)
+        state = fit(trainer)
+        history = state["history"]
+    ray_total = time.perf_counter() - t0
+    local_rate, ray_rate = _steady(local.history), _steady(history)
+    train_time_ray = sum(h["epoch_seconds"] for h in history)
+    print(f"captions/epoch: {len(data.splits['train'].token_ids)}, epochs: {args.epochs}, threads: {args.threads}")
+    print(f"without Ray (LocalSession): {local_rate:8.1f} captions/s   (total {local_total:.1f} s)")
+    print(f"Ray Train, 1 worker:        {ray_rate:8.1f} captions/s   (total {ray_total:.1f} s)")
+    print(f"start-up cost under Ray:    {ray_total - train_time_ray:8.1f} s (Ray, trainer, worker, data)")
+    print(f"ratio Ray / no Ray (steady state): {ray_rate / local_rate:.3f}   (target >= 0.90)")
+
+
+def bench_beam(args: argparse.Namespace) -> None:
+    from components.captioning.decoding import beam_search, beam_search_single
+    from components.captioning.models import CaptionModelConfig, build_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    cfg = CaptionModelConfig(architecture="show_attend_tell", cell="lstm", vocab_size=60, feature_dim=512,
+                             num_positions=16, embed_dim=128, hidden_dim=256, dropout=0.0, attention_dim=128)
+    model = build_model(cfg).eval()
+    grid = torch.randn(args.num_images, 16, 512)
+    pooled = grid.mean(1)
+    kwargs = dict(beam_size=args.beam_size, max_length=21)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        batched = []
+        for s in range(0, args.num_images, args.batch_size):
+            batched += beam_search(model, grid[s : s + args.batch_size], pooled[s : s + args.batch_size],
+                                   **kwargs).to_lists()
+        t_batched = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        single = beam_search_single(model, grid, pooled, **kwargs).to_lists()
+        t_single = time.perf_counter() - t0
+    differ = sum(a != b for a, b in zip(batched, single))
+    print(f"{args.num_images} images, beam {args.beam_size}, batch {args.batch_size}, threads {args.threads}")
+    print(f"batched beam search:   {t_batched:7.2f} s  ({args.num_images / t_batched:7.1f} images/s)")
+    print(f"one image at a time:   {t_single:7.2f} s  ({args.num_images / t_single:7.1f} images/s)")
+    print(f"speed-up: {t_single / t_batched:.1f}x (target >= 5x); captions that differ: {differ}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="which", required=True)
+    train = sub.add_parser("train", help="(a) Ray Train vs the same loop without Ray")
+    train.add_argument("--num-images", type=int, default=1000)
+    train.add_argument("--epochs", type=int, default=4)
+    train.add_argument("--threads", type=int, default=2)
+    train.set_defaults(fn=bench_train)
+    beam = sub.add_parser("beam", help="(b) batched beam search vs one image at a time")
+    beam.add_argument("--num-images", type=int, default=500)
+    beam.add_argument("--beam-size", type=int, default=3)
+    beam.add_argument("--batch-size", type=int, default=250)
+    beam.add_argument("--threads", type=int, default=2)
+    beam.set_defaults(fn=bench_beam)
+    args = parser.parse_args()
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

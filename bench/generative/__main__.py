@@ -1,0 +1,182 @@
+"""Benchmark: VAE / GAN training under Ray Train (1 worker) against a plain PyTorch loop.
+
+    .venv/bin/python -m bench.generative                       # both models, params.yaml's configs
+    .venv/bin/python -m bench.generative --model gan --epochs 5 --num-images 2000
+
+Three runs of the same training on the same images (synthetic scenes rendered
+in memory, the demo dataset's generator), the same model and optimiser
+configs (``params.yaml``'s ``train_vae`` / ``train_gan``), seed and threads:
+
+``plain``  a loop in the style of pytorch/examples (``vae/main.py``,
+           ``dcgan/main.py``): a shuffling ``DataLoader``, one train step per
+           batch, nothing else: no evaluation, diagnostics or checkpoints.
+``local``  the stage's loop (``fit_vae`` / ``fit_gan``) in this process
+           (``LocalSession``): the same steps plus per-epoch evaluation,
+           diagnostics and in-memory checkpoints.
+``ray``    the stage's loop under ``TorchTrainer`` with 1 worker (a separate
+           process, ``torch`` threads = ``--threads``), checkpoints to disk.
+
+Throughput is steady state: training images/s measured around the batch loop
+of each epoch, averaged over the epochs after the first (warm-up). The ratio
+``ray / plain`` is the figure of the issue (target: at most 10% slower, i.e.
+>= 0.90). Start-up (Ray start, worker group start, data hand-over, until the
+first epoch begins) and the per-epoch overhead of evaluation and checkpoints
+are printed on their own lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from components.data.synthetic import render_scene, sample_scene
+from components.generative.data import ImageTensorDataset
+from components.generative.ema import EMA
+from components.generative.fit import fit_gan, fit_vae
+from components.generative.models import MODELS, build_gan, build_vae
+from components.generative.steps import gan_train_step, make_gan_optimizers, vae_train_step
+from components.ray_adapter import init_ray
+from components.train.session import LocalSession, RaySession
+from pipelines.config import load_params
+
+KIND = {"vae": "vae", "gan": "dcgan"}
+
+
+def scenes(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """``n`` synthetic scenes as uint8 ``(n, 3, size, size)``."""
+    images = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        images.append(np.asarray(render_scene(sample_scene(rng), image_size=size, rng=rng)))
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def steady(rates: list[float]) -> float:
+    return float(np.mean(rates[1:] or rates))
+
+
+def run_plain(model: str, cfg: Any, images: torch.Tensor) -> list[float]:
+    """pytorch/examples-style loop; returns training images/s per epoch."""
+    torch.manual_seed(cfg.train.seed)
+    data = ImageTensorDataset(images, value_range=MODELS[KIND[model]].value_range)
+    loader = torch.utils.data.DataLoader(data, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True)
+    if model == "vae":
+        net = build_vae(cfg.model)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, betas=cfg.train.betas)
+    else:
+        G, D = build_gan(cfg.model)
+        ema = EMA(G, decay=cfg.model.ema_decay)
+        opt_g, opt_d = make_gan_optimizers(G, D, lr_g=cfg.train.lr_g, lr_d=cfg.train.lr_d, betas=cfg.train.betas)
+    rates, step = [], 0
+    for _ in range(cfg.train.epochs):
+        start, seen = time.perf_counter(), 0
+        for batch in loader:
+            if model == "vae":
+                vae_train_step(net, batch, opt)
+            else:
+                gan_train_step(G, D, batch, opt_g, opt_d, loss=cfg.model.loss, n_critic=cfg.model.n_critic,
+                               gp_weight=cfg.model.gp_weight, ema=ema, step=step)
+            seen += batch.shape[0]
+            step += 1
+        rates.append(seen / (time.perf_counter() - start))
+    return rates
+
+
+def _fit(model: str, session, config: dict[str, Any]) -> dict[str, Any]:
+    fn = fit_vae if model == "vae" else fit_gan
+    return fn(session, train_images=config["train_images"], val_images=config["val_images"],
+              model_cfg=config["model"], cfg=config["train"], storage_dir=config.get("storage_dir", ""))
+
+
+def _ray_loop(config: dict[str, Any]) -> None:
+    _fit(config["kind"], RaySession(), config)
+
+
+def epoch_walls(history: list[dict[str, float]]) -> list[float]:
+    """Seconds from one epoch's start to the next's: training + evaluation + report/checkpoint."""
+    starts = [row["epoch_start_time"] for row in history]
+    return list(np.diff(starts))
+
+
+def bench_one(model: str, cfg: Any, train: torch.Tensor, val: torch.Tensor, threads: int) -> dict[str, Any]:
+    from components.train.ray_trainer import ScalingSpec, fit, make_trainer
+
+    torch.set_num_threads(threads)
+    out: dict[str, Any] = {}
+    out["plain"] = run_plain(model, cfg, train)
+
+    config = {"kind": model, "train_images": train, "val_images": val, "model": cfg.model, "train": cfg.train}
+    local = LocalSession()
+    _fit(model, local, config)
+    out["local"] = [row["train_images_per_s"] for row in local.history]
+    out["local_walls"] = epoch_walls(local.history)
+
+    start = time.time()
+    init_ray(num_cpus=max(threads, os.cpu_count() or 1))
+    ray_start = time.time() - start
+    with tempfile.TemporaryDirectory(prefix="bench-generative-") as storage:
+        trainer = make_trainer(_ray_loop, config, scaling=ScalingSpec(num_workers=1, cpus_per_worker=threads,
+                                                                      use_gpu=False, max_failures=0),
+                               run_name=f"bench-{model}", storage_path=storage)
+        fit_start = time.time()
+        state = fit(trainer)
+        total = time.time() - fit_start
+    history = state["history"]
+    out["ray"] = [row["train_images_per_s"] for row in history]
+    out["ray_walls"] = epoch_walls(history)
+    out["ray_start_s"] = ray_start
+    out["worker_start_s"] = history[0]["epoch_start_time"] - fit_start
+    out["ray_total_s"] = total
+    return out
+
+
+def report(model: str, cfg: Any, n: int, threads: int, r: dict[str, Any]) -> None:
+    plain, local, ray = steady(r["plain"]), steady(r["local"]), steady(r["ray"])
+    print(f"\n== {model}: {n} images of {cfg.model.image_size} px, batch {cfg.train.batch_size}, "
+          f"{cfg.train.epochs} epochs, {threads} torch threads ==")
+    for name, rates in (("plain PyTorch loop", r["plain"]), ("fit, in process", r["local"]),
+                        ("fit, Ray Train 1 worker", r["ray"])):
+        print(f"  {name:<24} {steady(rates):8.1f} images/s   (per epoch: {', '.join(f'{x:.0f}' for x in rates)})")
+    print(f"  ratio ray / plain        {ray / plain:8.3f}   (target >= 0.90: at most 10% slower)  "
+          f"{'OK' if ray / plain >= 0.9 else 'SLOWER'}")
+    print(f"  ratio local / plain      {local / plain:8.3f}")
+    started = f"{r['ray_start_s']:.1f} s" if r["ray_start_s"] >= 0.5 else "0 s (already running)"
+    print(f"  start-up: Ray start {started}, worker group start + data to the first epoch "
+          f"{r['worker_start_s']:.1f} s; Ray fit total {r['ray_total_s']:.1f} s")
+    if r["ray_walls"]:
+        print(f"  epoch wall incl. eval + diagnostics + report: ray {np.mean(r['ray_walls'][1:] or r['ray_walls']):.2f} s,"
+              f" in process {np.mean(r['local_walls'][1:] or r['local_walls']):.2f} s "
+              f"(training alone: {len(r['plain']) and n / plain:.2f} s)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("vae", "gan", "both"), default="both")
+    parser.add_argument("--num-images", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run; the first is warm-up")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: params.yaml's)")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    models = ("vae", "gan") if args.model == "both" else (args.model,)
+    for model in models:
+        cfg = params.train_vae if model == "vae" else params.train_gan
+        threads = args.threads or cfg.train.threads_per_worker
+        # the diagnostics see 64 samples; the IWAE bound is off (it is a last-epoch cost, not throughput)
+        train_cfg = dataclasses.replace(cfg.train, epochs=args.epochs, threads_per_worker=threads,
+                                        num_samples=64, **({"iw_samples": 0} if model == "vae" else {}))
+        cfg = dataclasses.replace(cfg, train=train_cfg)
+        train = scenes(args.num_images, cfg.model.image_size)
+        val = scenes(64, cfg.model.image_size, seed=1)
+        report(model, cfg, args.num_images, threads, bench_one(model, cfg, train, val, threads))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""Caption decoders over cached CNN features: Show-and-Tell and Show-Attend-and-Tell.
+
+Both models read the features the ``features`` stage caches per image:
+
+* ``grid``   ``(B, P, C)``: the CNN's last convolutional map, ``P`` positions
+  (e.g. 7x7 = 49) of ``C`` channels (the "annotation vectors" of Xu et al.);
+* ``pooled`` ``(B, C)``: the same map average-pooled.
+
+and caption token ids ``(B, T)``: ``<start> w1 .. wn <end>`` right-padded with
+``<pad>`` (ids in :mod:`components.data.text`).
+
+Two interfaces, one set of weights:
+
+* ``model(grid, pooled, tokens, *, sampling_prob=0.0)`` -> :class:`CaptionOutput`,
+  the teacher-forced training pass: inputs ``tokens[:, :-1]``, logits for the
+  targets ``tokens[:, 1:]`` (``(B, T-1, V)``), plus the attention weights
+  ``(B, T-1, P)`` of attention models. ``sampling_prob > 0`` turns on scheduled
+  sampling (Bengio et al. 2015).
+* ``init_state(grid, pooled)`` / ``step(tokens_t, state)``, the step-wise pass
+  used by :mod:`components.captioning.decoding`. ``state`` is a tuple of tensors
+  whose first dimension is the batch, so beams are gathered with
+  ``index_select(0, rows)``. The last ``num_static_state`` tensors of a state
+  are encoder memory that never changes while decoding (the feature grid and
+  its attention projection); beam search, which only reorders beams of the
+  same image, leaves them in place.
+
+Models are built from a :class:`CaptionModelConfig` by :func:`build_model`
+through the :data:`MODELS` registry; the recurrent cell comes from
+:data:`CELLS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from components import config as config_lib
+from components.data.text import Vocab
+
+State = tuple[Tensor, ...]
+"""A decoder state: tensors with the batch as their first dimension."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CaptionModelConfig:
+    """Everything needed to rebuild a caption model (saved as ``config.json``).
+
+    Attributes:
+        architecture: A key of :data:`MODELS`: ``show_tell`` | ``show_attend_tell``.
+        cell: A key of :data:`CELLS`: ``lstm`` | ``gru``.
+        vocab_size: Number of token ids, specials included (``len(vocab)``).
+        feature_dim: Channels ``C`` of the cached CNN features.
+        num_positions: Positions ``P`` of the feature grid (e.g. 49 for 7x7).
+        embed_dim: Word (and, for Show-and-Tell, image) embedding size.
+        hidden_dim: Recurrent state size.
+        num_layers: Stacked recurrent layers.
+        dropout: Dropout on embeddings, outputs and between recurrent layers.
+        attention_dim: Size of the additive attention's hidden layer
+            (``show_attend_tell`` only).
+    """
+
+    architecture: str
+    cell: str
+    vocab_size: int
+    feature_dim: int
+    num_positions: int
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    num_layers: int = 1
+    dropout: float = 0.5
+    attention_dim: int = 256
+
+    def __post_init__(self) -> None:
+        if self.architecture not in MODELS:
+            raise ValueError(f"unknown architecture {self.architecture!r} (known: {', '.join(MODELS)})")
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r} (known: {', '.join(CELLS)})")
+        for name in ("feature_dim", "num_positions", "embed_dim", "hidden_dim", "num_layers", "attention_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.vocab_size <= Vocab.unk_id:
+            raise ValueError(f"vocab_size must exceed the {Vocab.unk_id + 1} special tokens, got {self.vocab_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a plain JSON-able dict."""
+        return config_lib.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<model config>") -> CaptionModelConfig:
+        """Strict inverse of :meth:`to_dict`: an unknown, missing or mistyped key is an error.
+
+        Raises:
+            components.config.ConfigError: Naming the key and ``source``.
+        """
+        return config_lib.build(cls, data, source=source)
+
+
+class CaptionOutput(NamedTuple):
+    """What the training pass returns (a NamedTuple, so DDP can traverse it).
+
+    Attributes:
+        logits: ``(B, T-1, V)`` scores of the targets ``tokens[:, 1:]``.
+        alphas: ``(B, T-1, P)`` attention weights per step (rows sum to 1), or
+            ``None`` for models without attention.
+    """
+
+    logits: Tensor
+    alphas: Tensor | None
+
+
+# --------------------------------------------------------------------------- cells
+
+
+class RecurrentCore(nn.Module):
+    """A stack of LSTM or GRU layers run over a sequence or one step at a time.
+
+    Wraps ``nn.LSTM`` / ``nn.GRU`` (cuDNN kernels for whole sequences) but keeps
+    the state batch-first: a tuple of ``(B, num_layers, H)`` tensors, so a
+    decoder state can be gathered along dim 0 like everything else.
+    """
+
+    rnn_class: ClassVar[type[nn.RNNBase]]
+    state_names: ClassVar[tuple[str, ...]]
+
+    def __init__(self, *, input_dim: int, hidden_dim: int, num_layers: int, dropout: float) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.rnn = self.rnn_class(
+            input_dim, hidden_dim, num_layers=num_layers, batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+
+    def zero_state(self, batch_size: int, *, like: Tensor) -> State:
+        """All-zero state, ``len(state_names)`` tensors of ``(B, L, H)``."""
+        shape = (batch_size, self.num_layers, self.hidden_dim)
+        return tuple(like.new_zeros(shape) for _ in self.state_names)
+
+    def _pack(self, state: State) -> Any:
+        raise NotImplementedError
+
+    def _unpack(self, hx: Any) -> State:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """Run ``x`` ``(B, T, I)`` from ``state``; returns ``((B, T, H), new state)``."""
+        out, hx = self.rnn(x, self._pack(tuple(s.transpose(0, 1).contiguous() for s in state)))
+        return out, tuple(s.transpose(0, 1) for s in self._unpack(hx))  # (B, L, H) each
+
+
+class LSTMCore(RecurrentCore):
+    """LSTM (Hochreiter & Schmidhuber 1997); state ``(h, c)``."""
+
+    rnn_class = nn.LSTM
+    state_names = ("h", "c")
+
+    def _pack(self, state: State) -> tuple[Tensor, Tensor]:
+        return state[0], state[1]
+
+    def _unpack(self, hx: tuple[Tensor, Tensor]) -> State:
+        return tuple(hx)
+
+
+class GRUCore(RecurrentCore):
+    """GRU (Cho et al. 2014); state ``(h,)``."""
+
+    rnn_class = nn.GRU
+    state_names = ("h",)
+
+    def _pack(self, state: State) -> Tensor:
+        return state[0]
+
+    def _unpack(self, hx: Tensor) -> State:
+        return (hx,)
+
+
+CELLS: dict[str, type[RecurrentCore]] = {"lstm": LSTMCore, "gru": GRUCore}
+
+
+# --------------------------------------------------------------------------- models
+
+
+class CaptionModel(nn.Module):
+    """Interface shared by the caption decoders (see the module docstring).
+
+    Subclasses implement :meth:`init_state` and :meth:`step_logits`; the
+    teacher-forced / scheduled-sampling pass and :meth:`step` come from here.
+    """
+
+    num_static_state: ClassVar[int] = 0
+    """How many trailing state tensors are per-image constants (encoder memory)."""
+    uses_attention: ClassVar[bool] = False
+
+    def __init__(self, cfg: CaptionModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+
+    def init_state(self, grid: Tensor | None, pooled: Tensor) -> State:
+        """Decoder state before the ``<start>`` token, from the image features."""
+        raise NotImplementedError
+
+    def step_logits(self, tokens: Tensor, state: State) -> tuple[Tensor, State, Tensor | None]:
+        """One step: input ids ``(B,)`` -> (logits ``(B, V)``, new state, alpha ``(B, P)`` or None)."""
+        raise NotImplementedError
+
+    def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State, Tensor | None]:
+        """One decoding step: (log-probabilities ``(B, V)`` in float32, new state, alpha or None)."""
+        logits, state, alpha = self.step_logits(tokens, state)
+        return logits.float().log_softmax(-1), state, alpha
+
+    def forward(self, grid: Tensor | None, pooled: Tensor, tokens: Tensor, *, sampling_prob: float = 0.0,
+                generator: torch.Generator | None = None) -> CaptionOutput:
+        """Training pass over whole captions.
+
+        Args:
+            grid: ``(B, P, C)`` feature grid (unused by Show-and-Tell, may be None there).
+            pooled: ``(B, C)`` pooled features.
+            tokens: ``(B, T)`` ids ``<start> .. <end> <pad>..``; ``T >= 2``.
+            sampling_prob: Scheduled sampling (Bengio et al. 2015, sec. 2.1): at
+                every step after the first, each caption's input is, with this
+                probability, a token sampled from the model's own previous
+                output distribution instead of the ground-truth token. 0 is
+                plain teacher forcing.
+            generator: Random generator for scheduled sampling (on the model's device).
+
+        Returns:
+            :class:`CaptionOutput` with logits ``(B, T-1, V)`` for ``tokens[:, 1:]``.
+        """
+        if tokens.dim() != 2 or tokens.shape[1] < 2:
+            raise ValueError(f"tokens must be (B, T) with T >= 2, got {tuple(tokens.shape)}")
+        if not 0.0 <= sampling_prob <= 1.0:
+            raise ValueError(f"sampling_prob must be in [0, 1], got {sampling_prob}")
+        if sampling_prob > 0.0:
+            return self._unroll(grid, pooled, tokens, sampling_prob=sampling_prob, generator=generator)
+        return self._teacher_forced(grid, pooled, tokens)
+
+    def _teacher_forced(self, grid: Tensor | None, pooled: Tensor, tokens: Tensor) -> CaptionOutput:
+        return self._unroll(grid, pooled, tokens, sampling_prob=0.0, generator=None)
+
+    def _unroll(self, grid: Tensor | None, pooled: Tensor, tokens: Tensor, *, sampling_prob: float,
+                generator: torch.Generator | None) -> CaptionOutput:
+        """Step-by-step pass, optionally feeding back the model's own samples."""
+        state = self.init_state(grid, pooled)
+        inputs = tokens[:, :-1]  # (B, T-1)
+        steps: list[Tensor] = []
+        alphas: list[Tensor] = []
+        for t in range(inputs.shape[1]):
+            tok = inputs[:, t]  # (B,)
+            if sampling_prob > 0.0 and steps:
+                probs = steps[-1].detach().float().softmax(-1)  # (B, V)
+                sampled = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
+                coin = torch.rand(tok.shape, device=tok.device, generator=generator) < sampling_prob
+                tok = torch.where(coin, sampled, tok)
+            logits, state, alpha = self.step_logits(tok, state)
+            steps.append(logits)
+            if alpha is not None:
+                alphas.append(alpha)
+        return CaptionOutput(torch.stack(steps, 1), torch.stack(alphas, 1) if alphas else None)
+
+    def _check_features(self, name: str, x: Tensor, shape: tuple[int, ...]) -> None:
+        if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+            raise ValueError(f"{name} must be (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
+
+
+class ShowTell(CaptionModel):
+    """Show and Tell (Vinyals et al. 2015, "Show and Tell: A Neural Image Caption Generator").
+
+    The image conditions the decoder once, as its first input: the pooled CNN
+    feature is projected into the word-embedding space (``x_{-1} = W_I CNN(I)``,
+    eq. 10) and run through the recurrent core from a zero state; words follow
+    from ``<start>``. (The paper found feeding the image at every step worse.)
+    Output ``p_t = softmax(W_o h_t)``.
+    """
+
+    def __init__(self, cfg: CaptionModelConfig) -> None:
+        super().__init__(cfg)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=Vocab.pad_id)
+        self.image_proj = nn.Linear(cfg.feature_dim, cfg.embed_dim)
+        self.core = CELLS[cfg.cell](input_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim,
+                                    num_layers=cfg.num_layers, dropout=cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(cfg.hidden_dim, cfg.vocab_size)
+
+    def init_state(self, grid: Tensor | None, pooled: Tensor) -> State:
+        self._check_features("pooled", pooled, (self.config.feature_dim,))
+        image = self.image_proj(pooled)[:, None]  # (B, 1, E)
+        _, state = self.core(image, self.core.zero_state(pooled.shape[0], like=image))
+        return state  # (B, L, H) each
+
+    def step_logits(self, tokens: Tensor, state: State) -> tuple[Tensor, State, None]:
+        x = self.dropout(self.embed(tokens))[:, None]  # (B, 1, E)
+        out, state = self.core(x, state)  # (B, 1, H)
+        return self.out(self.dropout(out[:, 0])), state, None  # (B, V)
+
+    def _teacher_forced(self, grid: Tensor | None, pooled: Tensor, tokens: Tensor) -> CaptionOutput:
+        # Whole sequence through the fused RNN kernel; same maths as step_logits.
+        state = self.init_state(grid, pooled)
+        x = self.dropout(self.embed(tokens[:, :-1]))  # (B, T-1, E)
+        out, _ = self.core(x, state)  # (B, T-1, H)
+        return CaptionOutput(self.out(self.dropout(out)), None)  # (B, T-1, V)
+
+
+class AdditiveAttention(nn.Module):
+    """Soft attention of Xu et al. 2015 (eq. 4-6) with the additive score of Bahdanau et al. 2015.
+
+    ``e_ti = w^T tanh(W_a a_i + W_h h_{t-1})``, ``alpha_t = softmax_i(e_t)``,
+    context ``sum_i alpha_ti a_i``.
+    """
+
+    def __init__(self, *, feature_dim: int, hidden_dim: int, attention_dim: int) -> None:
+        super().__init__()
+        self.memory_proj = nn.Linear(feature_dim, attention_dim)
+        self.query_proj = nn.Linear(hidden_dim, attention_dim)
+        self.score = nn.Linear(attention_dim, 1)
+
+    def project_memory(self, memory: Tensor) -> Tensor:
+        """``W_a a_i``, computed once per image: ``(B, P, C) -> (B, P, A)``."""
+        return self.memory_proj(memory)
+
+    def forward(self, query: Tensor, memory: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """Attend ``memory`` ``(B, P, C)`` with ``query`` ``(B, H)``; returns context ``(B, C)``, alpha ``(B, P)``."""
+        e = self.score(torch.tanh(keys + self.query_proj(query)[:, None])).squeeze(-1)  # (B, P)
+        alpha = e.float().softmax(-1)  # (B, P)
+        context = torch.bmm(alpha.to(memory.dtype)[:, None], memory).squeeze(1)  # (B, C)
+        return context, alpha
+
+
+class ShowAttendTell(CaptionModel):
+    """Show, Attend and Tell with soft attention (Xu et al. 2015).
+
+    * Initial state (sec. 3.1.2): ``h_0, c_0 = tanh(f_init(mean_i a_i))``, one
+      linear map per state tensor and layer.
+    * Context (sec. 4.2.1): ``z_t = beta_t * sum_i alpha_ti a_i`` with the scalar
+      gate ``beta_t = sigmoid(f_beta(h_{t-1}))``; attention and gate read the top
+      layer of ``h_{t-1}``.
+    * Input of the recurrent core: ``[E y_{t-1}; z_t]``.
+    * Deep output (eq. 7): ``p(y_t) = softmax(L_o(E y_{t-1} + L_h h_t + L_z z_t))``.
+
+    The doubly stochastic attention penalty (eq. 14) lives in
+    :func:`components.captioning.losses.doubly_stochastic_penalty`.
+    """
+
+    num_static_state = 2  # (memory (B, P, C), keys (B, P, A))
+    uses_attention = True
+
+    def __init__(self, cfg: CaptionModelConfig) -> None:
+        super().__init__(cfg)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=Vocab.pad_id)
+        self.attention = AdditiveAttention(feature_dim=cfg.feature_dim, hidden_dim=cfg.hidden_dim,
+                                           attention_dim=cfg.attention_dim)
+        self.f_beta = nn.Linear(cfg.hidden_dim, 1)
+        core_cls = CELLS[cfg.cell]
+        self.core = core_cls(input_dim=cfg.embed_dim + cfg.feature_dim, hidden_dim=cfg.hidden_dim,
+                             num_layers=cfg.num_layers, dropout=cfg.dropout)
+        self.f_init = nn.ModuleList(
+            nn.Linear(cfg.feature_dim, cfg.num_layers * cfg.hidden_dim) for _ in core_cls.state_names
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out_h = nn.Linear(cfg.hidden_dim, cfg.embed_dim)  # L_h
+        self.out_z = nn.Linear(cfg.feature_dim, cfg.embed_dim)  # L_z
+        self.out = nn.Linear(cfg.embed_dim, cfg.vocab_size)  # L_o
+
+    def init_state(self, grid: Tensor | None, pooled: Tensor) -> State:
+        cfg = self.config
+        if grid is None:
+            raise ValueError("show_attend_tell needs the feature grid")
+        self._check_features("grid", grid, (cfg.num_positions, cfg.feature_dim))
+        mean = grid.mean(1)  # (B, C)
+        recurrent = tuple(
+            torch.tanh(f(mean)).view(-1, cfg.num_layers, cfg.hidden_dim) for f in self.f_init
+        )  # (B, L, H) each
+        return (*recurrent, grid, self.attention.project_memory(grid))  # + (B, P, C), (B, P, A)
+
+    def step_logits(self, tokens: Tensor, state: State) -> tuple[Tensor, State, Tensor]:
+        *recurrent, memory, keys = state
+        h_prev = recurrent[0][:, -1]  # (B, H): top layer of h_{t-1}
+        context, alpha = self.attention(h_prev, memory, keys)  # (B, C), (B, P)
+        z = torch.sigmoid(self.f_beta(h_prev)) * context  # (B, C), beta_t gate (B, 1)
+        emb = self.embed(tokens)  # (B, E)
+        x = torch.cat([self.dropout(emb), z], -1)[:, None]  # (B, 1, E + C)
+        out, recurrent = self.core(x, tuple(recurrent))
+        h = out[:, 0]  # (B, H)
+        logits = self.out(self.dropout(emb + self.out_h(h) + self.out_z(z)))  # (B, V), Xu eq. 7
+        return logits, (*recurrent, memory, keys), alpha
+
+
+MODELS: dict[str, type[CaptionModel]] = {"show_tell": ShowTell, "show_attend_tell": ShowAttendTell}
+
+
+def build_model(cfg: CaptionModelConfig) -> CaptionModel:
+    """A freshly initialised model of ``cfg.architecture`` (see :data:`MODELS`)."""
+    return MODELS[cfg.architecture](cfg)
+
+
+__all__ = [
+    "CELLS", "MODELS", "AdditiveAttention", "CaptionModel", "CaptionModelConfig", "CaptionOutput",
+    "GRUCore", "LSTMCore", "RecurrentCore", "ShowAttendTell", "ShowTell", "State", "build_model",
+]

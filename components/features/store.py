@@ -1,0 +1,257 @@
+"""The feature store: Parquet shards of image features, and reading them back.
+
+Folder written by the ``features`` stage (``data/features/``)::
+
+    part-00000.parquet, part-00001.parquet, ...   the rows, in images-table order
+    meta.json                                     what produced them (below)
+
+Shard schema (:func:`features_schema`), one row per image:
+
+    ========  ===============================  =====================================
+    image_id  int64                            foreign key into ``images.parquet``
+    grid      fixed_size_list<dtype>[P * C]    the attention grid, (P, C) row-major:
+                                               position ``p = row * g + col`` (raster
+                                               order over the ``g x g`` grid), then
+                                               channel
+    pooled    fixed_size_list<dtype>[C]        global average of the feature map
+    ========  ===============================  =====================================
+
+``dtype`` is ``float16`` or ``float32`` (``meta.json: dtype``), ``P = grid_size**2``.
+Each shard is one row group, written uncompressed and without dictionary
+encoding, so reading it is one pass at memory speed.
+
+``meta.json``: ``backbone``, ``weights`` (``random`` | ``imagenet`` | ``path``),
+``weights_source``, ``weights_sha256``, ``input_size``, ``grid_size``,
+``channels``, ``dtype``, ``num_images``, ``layout``, ``shards`` (file and rows),
+``compute`` (device, autocast: the numerics the features came from).
+
+Reading back (:func:`load_features`): Parquet pages cannot be mapped as arrays,
+so each shard is decoded once into Arrow memory (the file is memory-mapped,
+there is no intermediate read buffer); the numpy arrays are then *views* of
+those Arrow buffers, no copy. With one shard (the writer puts up to
+``max_shard_bytes`` in one) that is the whole cost. With several shards each
+column is assembled into one preallocated array, shard by shard: one extra
+copy, and peak memory is the total plus one shard.
+
+Memory for ``N`` images: ``N * (grid_size**2 + 1) * C * bytes(dtype) + 8 * N``
+bytes, e.g. 3,000 images, resnet18 (C = 512), grid 4, float16: 52 MB;
+MS COCO (123,287 images), resnet101 (C = 2048), grid 7 (224 px), float16: 25.3 GB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.io import write_json
+
+META_FILE = "meta.json"
+SHARD_PATTERN = "part-{:05d}.parquet"
+DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+LAYOUT = "grid: (N, P, C), P = grid_size**2 positions in raster order (p = row * grid_size + col)"
+DEFAULT_MAX_SHARD_BYTES = 512 * 2**20
+
+
+def features_schema(*, channels: int, grid_size: int, dtype: str) -> pa.Schema:
+    """The shard schema for ``channels`` C, a ``grid_size`` grid and ``dtype``."""
+    value = DTYPES[dtype]
+    return pa.schema([
+        pa.field("image_id", pa.int64(), nullable=False),
+        pa.field("grid", pa.list_(pa.field("element", value, nullable=False), grid_size**2 * channels),
+                 nullable=False),
+        pa.field("pooled", pa.list_(pa.field("element", value, nullable=False), channels), nullable=False),
+    ])
+
+
+def features_table(image_ids: np.ndarray, grid: np.ndarray, pooled: np.ndarray) -> pa.Table:
+    """Rows of the shard schema from arrays, without copying them.
+
+    Args:
+        image_ids: (B,) int64.
+        grid: (B, P, C) float16 or float32, C-contiguous.
+        pooled: (B, C), same dtype.
+    """
+    n, p, c = grid.shape
+    dtype = str(grid.dtype)
+    schema = features_schema(channels=c, grid_size=int(round(p**0.5)), dtype=dtype)
+    if pooled.shape != (n, c) or pooled.dtype != grid.dtype or int(round(p**0.5)) ** 2 != p:
+        raise ValueError(f"grid {grid.shape} {grid.dtype} and pooled {pooled.shape} {pooled.dtype} do not match")
+    columns = [
+        pa.array(np.ascontiguousarray(image_ids, dtype=np.int64)),
+        pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(grid).reshape(-1)), p * c),
+        pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(pooled).reshape(-1)), c),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class ShardWriter:
+    """Writes rows, in the order given, into shards of a fixed number of rows.
+
+    The layout depends only on the rows, never on how they arrive in batches:
+    every shard holds ``rows_per_shard`` rows (the last one fewer) in a single
+    row group. So the same rows give byte-identical files.
+
+    Args:
+        out_dir: Folder to write into (exists; the caller makes it atomic).
+        channels: C.
+        grid_size: g.
+        dtype: ``float16`` or ``float32``.
+        max_shard_bytes: Shard size limit; also the writer's buffer.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, *, channels: int, grid_size: int, dtype: str,
+                 max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES):
+        self.out_dir = Path(out_dir)
+        self.schema = features_schema(channels=channels, grid_size=grid_size, dtype=dtype)
+        row_bytes = 8 + (grid_size**2 + 1) * channels * DTYPES[dtype].byte_width
+        self.rows_per_shard = max(1, max_shard_bytes // row_bytes)
+        self.shards: list[dict[str, Any]] = []
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        """Append rows (a table of the shard schema); full shards are written out."""
+        if not table.schema.equals(self.schema):
+            raise ValueError(f"rows do not match the shard schema:\n{table.schema}\nexpected\n{self.schema}")
+        while table.num_rows:
+            take = min(table.num_rows, self.rows_per_shard - self._pending_rows)
+            self._pending.append(table.slice(0, take))
+            self._pending_rows += take
+            table = table.slice(take)
+            if self._pending_rows == self.rows_per_shard:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending_rows:
+            return
+        table = pa.concat_tables(self._pending).combine_chunks()
+        name = SHARD_PATTERN.format(len(self.shards))
+        pq.write_table(table, self.out_dir / name, row_group_size=table.num_rows, compression="none",
+                       use_dictionary=False, write_statistics=["image_id"], store_schema=True)
+        self.shards.append({"file": name, "num_rows": table.num_rows})
+        self._pending, self._pending_rows = [], 0
+
+    def close(self) -> list[dict[str, Any]]:
+        """Write the last shard; return ``[{"file", "num_rows"}, ...]``."""
+        self._flush()
+        return self.shards
+
+
+def write_meta(out_dir: str | os.PathLike, meta: dict[str, Any]) -> None:
+    write_json(Path(out_dir) / META_FILE, meta)
+
+
+def read_meta(features_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(features_dir) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {features_dir} the output of the features stage?")
+    return json.loads(path.read_text())
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSet:
+    """Features of N images, as numpy arrays (read-only views where no copy was needed).
+
+    Attributes:
+        image_ids: (N,) int64, in images-table order.
+        grid: (N, P, C), P = grid_size**2 positions in raster order.
+        pooled: (N, C).
+        meta: The folder's ``meta.json``.
+    """
+
+    image_ids: np.ndarray
+    grid: np.ndarray
+    pooled: np.ndarray
+    meta: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def rows(self, image_ids: np.ndarray | list[int]) -> np.ndarray:
+        """Row indices of ``image_ids`` (int64); a KeyError names an unknown id."""
+        wanted = np.asarray(image_ids, dtype=np.int64)
+        order = np.argsort(self.image_ids, kind="stable")
+        pos = np.searchsorted(self.image_ids, wanted, sorter=order)
+        pos = np.minimum(pos, len(order) - 1)
+        rows = order[pos]
+        bad = self.image_ids[rows] != wanted
+        if bad.any():
+            raise KeyError(f"image_id {int(wanted[bad][0])} has no features")
+        return rows
+
+
+def _column_view(column: pa.ChunkedArray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A zero-copy numpy view of a one-chunk column, or None if it has several chunks."""
+    if column.num_chunks != 1:
+        return None
+    chunk = column.chunk(0)
+    values = chunk.flatten() if pa.types.is_fixed_size_list(chunk.type) else chunk
+    return values.to_numpy(zero_copy_only=True).reshape(shape)
+
+
+def _read_shard(features_dir: Path, shard: dict[str, Any], schema: pa.Schema) -> pa.Table:
+    path = features_dir / shard["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: shard listed in {META_FILE} is missing")
+    table = pq.read_table(path, memory_map=True)
+    if not table.schema.equals(schema, check_metadata=False) or table.num_rows != shard["num_rows"]:
+        raise ValueError(f"{path}: does not match {META_FILE} ({table.num_rows} rows, "
+                         f"expected {shard['num_rows']}; schema {table.schema})")
+    return table
+
+
+def load_features(features_dir: str | os.PathLike) -> FeatureSet:
+    """Read a features folder into numpy (zero-copy from Arrow for a single shard).
+
+    See the module docstring for when a copy happens and the memory needed.
+
+    Raises:
+        FileNotFoundError: no ``meta.json`` or a listed shard missing.
+        ValueError: a shard that does not match ``meta.json``.
+    """
+    features_dir = Path(features_dir)
+    meta = read_meta(features_dir)
+    n, c, g, dtype = meta["num_images"], meta["channels"], meta["grid_size"], meta["dtype"]
+    p = g * g
+    schema = features_schema(channels=c, grid_size=g, dtype=dtype)
+    shapes = {"image_id": (-1,), "grid": (-1, p, c), "pooled": (-1, c)}
+
+    shards = meta["shards"]
+    if len(shards) == 1:
+        table = _read_shard(features_dir, shards[0], schema)
+        views = {name: _column_view(table.column(name), shape) for name, shape in shapes.items()}
+        if all(v is not None for v in views.values()):
+            return FeatureSet(views["image_id"], views["grid"], views["pooled"], meta)
+
+    out = {
+        "image_id": np.empty(n, np.int64),
+        "grid": np.empty((n, p, c), np.dtype(dtype)),
+        "pooled": np.empty((n, c), np.dtype(dtype)),
+    }
+    start = 0
+    for shard in shards:  # one shard in memory at a time
+        table = _read_shard(features_dir, shard, schema)
+        if start + table.num_rows > n:
+            raise ValueError(f"{features_dir}: shards hold more rows than {META_FILE} says ({n})")
+        for name, shape in shapes.items():
+            offset = start
+            for chunk in table.column(name).chunks:
+                view = _column_view(pa.chunked_array([chunk]), shape)
+                out[name][offset:offset + len(view)] = view
+                offset += len(view)
+        start += table.num_rows
+        del table
+    if start != n:
+        raise ValueError(f"{features_dir}: shards hold {start} rows, {META_FILE} says {n}")
+    return FeatureSet(out["image_id"], out["grid"], out["pooled"], meta)
+
+
+__all__ = ["FeatureSet", "ShardWriter", "features_schema", "features_table", "load_features",
+           "read_meta", "write_meta", "META_FILE", "LAYOUT", "DTYPES"]

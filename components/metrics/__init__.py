@@ -1,0 +1,1 @@
+"""Metrics: caption scores (pycocoevalcap), semantic scene accuracy, generative metrics."""

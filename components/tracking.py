@@ -1,0 +1,227 @@
+"""MLflow adapter: the only module that talks to MLflow.
+
+* Default store: ``sqlite:///<repo>/mlflow.db`` (absolute), artifacts in
+  ``<repo>/mlartifacts``; ``MLFLOW_TRACKING_URI`` overrides both.
+* One run per stage, opened on the driver by :func:`stage_run`, nested under a
+  pipeline run: all stages of one pipeline version (git commit + params file
+  content, or ``CAPSYNTH_PIPELINE_RUN`` when set) share a parent run, so the UI
+  shows a pipeline run and its stages.
+* Ray Train's rank 0 logs into the same run by id (:class:`RunLogger`).
+* A remote tracking server that does not answer fails the stage at once, with
+  the URI in the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "capsynth"
+PIPELINE_TAG = "capsynth.pipeline_run"
+STAGE_TAG = "capsynth.stage"
+# keys that must never be logged as params or tags
+_SECRET_WORDS = ("password", "secret", "token", "access_key", "api_key", "credential")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server cannot be reached."""
+
+
+def tracking_uri(repo_root: str | os.PathLike = ".") -> str:
+    """``MLFLOW_TRACKING_URI`` or the embedded SQLite store of the repo."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path(repo_root).resolve() / 'mlflow.db'}"
+
+
+def artifact_location(repo_root: str | os.PathLike = ".") -> str | None:
+    """Artifacts beside the embedded store; a server decides its own."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (Path(repo_root).resolve() / "mlartifacts").as_uri()
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, naming ``uri``, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http only)
+            if resp.status >= 500:
+                raise TrackingUnavailable(f"MLflow tracking server {uri} answered {resp.status}")
+    except urllib.error.HTTPError as err:
+        if err.code >= 500:
+            raise TrackingUnavailable(f"MLflow tracking server {uri} answered {err.code}") from err
+    except (urllib.error.URLError, OSError) as err:
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} is unreachable ({err}); "
+            "start it or unset MLFLOW_TRACKING_URI to use the local SQLite store"
+        ) from err
+
+
+def is_secret(key: str) -> bool:
+    return any(word in key.lower() for word in _SECRET_WORDS)
+
+
+def git_commit(repo_root: str | os.PathLike = ".") -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def pipeline_run_id(params_file: str | os.PathLike, repo_root: str | os.PathLike = ".") -> str:
+    """Groups the stage runs of one pipeline version (commit + params content)."""
+    env = os.environ.get("CAPSYNTH_PIPELINE_RUN")
+    if env:
+        return env
+    digest = hashlib.sha256(git_commit(repo_root).encode())
+    if Path(params_file).is_file():
+        digest.update(Path(params_file).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _setup(repo_root: str | os.PathLike):
+    import mlflow
+
+    uri = tracking_uri(repo_root)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_location(repo_root))
+    mlflow.set_experiment(EXPERIMENT)
+    return mlflow
+
+
+def _parent_run(mlflow, pipeline_run: str, tags: Mapping[str, str]) -> str:
+    """Find or create the pipeline run that groups this version's stages."""
+    found = mlflow.search_runs(
+        experiment_names=[EXPERIMENT],
+        filter_string=f"tags.`{PIPELINE_TAG}` = '{pipeline_run}' and tags.`{STAGE_TAG}` = 'pipeline'",
+        max_results=1, output_format="list",
+    )
+    if found:
+        return found[0].info.run_id
+    run = mlflow.MlflowClient().create_run(
+        mlflow.get_experiment_by_name(EXPERIMENT).experiment_id,
+        run_name=f"pipeline-{pipeline_run}",
+        tags={**tags, PIPELINE_TAG: pipeline_run, STAGE_TAG: "pipeline"},
+    )
+    mlflow.MlflowClient().set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    *,
+    params: Mapping[str, Any],
+    params_file: str | os.PathLike = "params.yaml",
+    tags: Mapping[str, str] | None = None,
+    repo_root: str | os.PathLike = ".",
+) -> Iterator[str]:
+    """Open the stage's MLflow run (nested in the pipeline run); yield its id.
+
+    Args:
+        stage: DVC stage name, also the run name.
+        params: Flat params to log (secret-looking keys are dropped).
+        params_file: Hashed (with the git commit) into the pipeline run id.
+        tags: Extra tags (data and feature hashes, backbone...).
+        repo_root: Where the embedded store lives.
+    """
+    mlflow = _setup(repo_root)
+    pipeline_run = pipeline_run_id(params_file, repo_root)
+    base_tags = {"git_commit": git_commit(repo_root), "dvc_stage": stage, STAGE_TAG: stage,
+                 PIPELINE_TAG: pipeline_run, **(tags or {})}
+    base_tags = {k: str(v) for k, v in base_tags.items() if not is_secret(k)}
+    parent = _parent_run(mlflow, pipeline_run, base_tags)
+    with mlflow.start_run(run_name=stage, tags={**base_tags, "mlflow.parentRunId": parent}) as run:
+        clean = {k: v for k, v in params.items() if not is_secret(k)}
+        # MLflow caps one log_params call at 100 params
+        items = list(clean.items())
+        for i in range(0, len(items), 100):
+            mlflow.log_params(dict(items[i : i + 100]))
+        yield run.info.run_id
+
+
+class RunLogger:
+    """Logs metrics into an existing run by id; picklable, so rank 0 can use it.
+
+    With ``run_id=None`` every call is a no-op (tests, benchmarks).
+    """
+
+    def __init__(self, run_id: str | None, uri: str | None):
+        self.run_id = run_id
+        self.uri = uri
+        self._client = None
+
+    def _get(self):
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        if self.run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._get().log_batch(self.run_id, metrics=batch)
+
+    def __getstate__(self) -> dict:
+        return {"run_id": self.run_id, "uri": self.uri, "_client": None}
+
+
+def log_artifacts(paths: Mapping[str, str | os.PathLike]) -> None:
+    """Log files/folders into the active run: ``{artifact_dir: local_path}``."""
+    import mlflow
+
+    for artifact_dir, path in paths.items():
+        path = Path(path)
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=artifact_dir)
+        elif path.exists():
+            mlflow.log_artifact(str(path), artifact_path=artifact_dir)
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def download_artifacts(uri: str, dst: str | os.PathLike) -> Path:
+    """Download ``uri`` (e.g. ``models:/NAME@ALIAS``, ``runs:/ID/path``) into ``dst``; return the local path.
+
+    Uses the project's tracking URI (``MLFLOW_TRACKING_URI`` or the embedded
+    store), which is also the registry's.
+
+    Raises:
+        FileNotFoundError: the store has no such model, alias, run or artifact.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri_store = tracking_uri()
+    check_reachable(uri_store)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=uri_store))
+    except MlflowException as err:
+        raise FileNotFoundError(f"{uri} not found in the MLflow store {uri_store}: {err.message}") from err

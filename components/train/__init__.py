@@ -1,0 +1,1 @@
+"""Training infrastructure shared by every model family (Ray Train adapter, sessions)."""

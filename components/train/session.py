@@ -1,0 +1,177 @@
+"""The training-loop side of Ray Train, behind a small interface.
+
+A model family's loop (``fit_captioner``, ``fit_vae``, ``fit_gan``) takes a
+:class:`Session` and never imports Ray itself. Under ``TorchTrainer`` it gets a
+:class:`RaySession` (rank, device, ``ray.train.report`` with checkpoints,
+``ray.train.get_checkpoint`` to resume); in a benchmark or a unit test it gets a
+:class:`LocalSession`, which runs the very same loop in this process. This is
+how the benchmarks compare "under Ray Train" with "the same loop without Ray".
+
+Checkpoints are one ``state.pt`` (model/optimizer state dicts, epoch, history)
+loaded with ``weights_only=True``. Only rank 0 writes files; every rank calls
+:meth:`Session.report` once per epoch (Ray Train's report is a barrier).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+STATE_FILE = "state.pt"
+
+
+def _save_state(folder: str, state: dict[str, Any]) -> None:
+    torch.save(state, os.path.join(folder, STATE_FILE))
+
+
+def _load_state(folder: str) -> dict[str, Any]:
+    return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
+
+
+class Session(abc.ABC):
+    """What a training loop needs from whoever runs it."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_chief(self) -> bool:
+        """Rank 0: the only worker that logs and writes files."""
+        return self.rank == 0
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> torch.device: ...
+
+    @abc.abstractmethod
+    def restore(self) -> dict[str, Any] | None:
+        """The state of the last reported checkpoint, or None on a fresh start."""
+
+    @abc.abstractmethod
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None, *, epoch: int) -> None:
+        """Report one epoch's metrics; ``state`` (rank 0's) becomes the checkpoint."""
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move to the device (and wrap in DDP when distributed)."""
+        return model.to(self.device)
+
+    def sampler(self, dataset: Any, *, shuffle: bool, seed: int) -> torch.utils.data.Sampler | None:
+        """A DistributedSampler when distributed, else None (use ``shuffle``)."""
+        if self.world_size == 1:
+            return None
+        return torch.utils.data.DistributedSampler(
+            dataset, num_replicas=self.world_size, rank=self.rank, shuffle=shuffle, seed=seed
+        )
+
+
+class LocalSession(Session):
+    """Run a loop in this process, without Ray. Keeps checkpoints in memory.
+
+    ``on_report`` receives ``(epoch, metrics)``: benchmarks time with it, tests
+    inspect it.
+    """
+
+    def __init__(self, *, device: str | torch.device = "cpu",
+                 on_report: Callable[[int, dict[str, float]], None] | None = None,
+                 initial_state: dict[str, Any] | None = None):
+        self._device = torch.device(device)
+        self._on_report = on_report
+        self.last_state = initial_state
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def restore(self) -> dict[str, Any] | None:
+        return self.last_state
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None, *, epoch: int) -> None:
+        self.history.append({"epoch": epoch, **metrics})
+        if state is not None:
+            self.last_state = state
+        if self._on_report is not None:
+            self._on_report(epoch, metrics)
+
+
+class RaySession(Session):
+    """Inside ``TorchTrainer``'s ``train_loop_per_worker``."""
+
+    def __init__(self) -> None:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+
+    @property
+    def device(self) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def restore(self) -> dict[str, Any] | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            return _load_state(folder)
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None, *, epoch: int) -> None:
+        import ray.train
+
+        name = f"epoch-{epoch:04d}"
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = None
+            if self.is_chief and state is not None:
+                _save_state(folder, state)
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DDP wrapper (for state dicts and decoding)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
+    """bf16 autocast on CUDA when ``enabled``; a no-op on CPU."""
+    if enabled and device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose by the failure-injection param (tests of fault tolerance)."""
+
+
+def maybe_inject_failure(fail_at_epoch: int, epoch: int, session: Session, flag_dir: str) -> None:
+    """Fail once, on rank ``world_size - 1``, at the start of ``fail_at_epoch`` (-1: never).
+
+    A flag file in ``flag_dir`` (the run's storage folder) makes it fail only
+    the first time, so the restarted worker group goes on.
+    """
+    if fail_at_epoch < 0 or epoch != fail_at_epoch or session.rank != session.world_size - 1:
+        return
+    flag = os.path.join(flag_dir, f"injected-failure-epoch-{epoch}")
+    if os.path.exists(flag):
+        return
+    os.makedirs(flag_dir, exist_ok=True)
+    open(flag, "w").close()
+    raise InjectedFailure(f"injected failure at epoch {epoch} on rank {session.rank}")

@@ -1,0 +1,133 @@
+"""What the ``train_vae`` and ``train_gan`` stages share: image splits, the Ray run, outputs.
+
+Not a stage itself: the two stage modules call these helpers so that reading
+the images table, naming and running the Ray Train run, reporting a diverged
+run, and writing curves and PNGs are written once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from components.config import to_dict
+from components.generative.data import load_images
+from components.io import atomic_file
+from components.train.ray_trainer import ScalingSpec, TrainingFailed, fit, make_trainer, stable_run_name
+from pipelines.common import StageFailed
+
+
+def image_splits(prepared: Path) -> dict[str, list[str]]:
+    """Absolute image paths per split from ``<prepared>/images.parquet`` (train and val required).
+
+    Relative paths in the table are relative to the working directory (as the
+    ``prepare`` stage writes them), so the Ray workers get absolute ones.
+    """
+    table = pq.read_table(prepared / "images.parquet", columns=["path", "split"]).to_pydict()
+    splits: dict[str, list[str]] = {}
+    for path, split in zip(table["path"], table["split"]):
+        splits.setdefault(split, []).append(path if "://" in path else os.path.abspath(path))
+    for needed in ("train", "val"):
+        if not splits.get(needed):
+            raise FileNotFoundError(f"{prepared / 'images.parquet'} has no '{needed}' images "
+                                    f"(splits: {', '.join(sorted(splits)) or 'none'})")
+    return splits
+
+
+def data_hash(prepared: Path) -> str:
+    """Short hash of the images table: part of the run name and an MLflow tag."""
+    return hashlib.sha256((prepared / "images.parquet").read_bytes()).hexdigest()[:16]
+
+
+def eval_images(splits: dict[str, list[str]], size: int, threads: int = 2) -> tuple[str, torch.Tensor]:
+    """The held-out images of the final metrics: test, or val when there is no test split."""
+    name = "test" if splits.get("test") else "val"
+    return name, load_images(splits[name], size=size, num_workers=threads)
+
+
+def last_checkpoint(storage: Path, run_name: str) -> Path | None:
+    """The newest checkpoint folder of a run (``<storage>/<run>/epoch-NNNN``), if any."""
+    found = sorted((storage / run_name).glob("epoch-*"))
+    return found[-1] if found else None
+
+
+def train_on_ray(family: str, loop: Callable[[dict], None], cfg: Any, *, paths: dict[str, list[str]],
+                 data_version: str, storage: Path, logger: Any) -> tuple[dict[str, Any], str, float]:
+    """Run ``loop`` under ``TorchTrainer``; return the final state, the run name and the seconds.
+
+    The run name is stable (family, model, train and scaling params, data
+    version), so a rerun after a crash resumes from its last checkpoint.
+
+    Raises:
+        StageFailed: the run failed for good (after its restarts); the message
+            has the worker's error (e.g. a non-finite loss) and where the last
+            good checkpoint is.
+    """
+    run_name = stable_run_name(family, to_dict(cfg.model), to_dict(cfg.train), to_dict(cfg.scaling), data_version)
+    trainer = make_trainer(
+        loop,
+        {"paths": {"train": paths["train"], "val": paths["val"]}, "model": cfg.model, "train": cfg.train,
+         "logger": logger},
+        scaling=ScalingSpec(num_workers=cfg.scaling.num_workers, cpus_per_worker=cfg.train.threads_per_worker,
+                            use_gpu=cfg.scaling.use_gpu, max_failures=cfg.scaling.max_failures),
+        run_name=run_name,
+        storage_path=str(storage),
+    )
+    start = time.perf_counter()
+    try:
+        state = fit(trainer)
+    except TrainingFailed as err:
+        kept = last_checkpoint(storage, run_name)
+        where = f"last checkpoint on disk: {kept}" if kept else "no checkpoint on disk"
+        raise StageFailed(f"{family} training failed: {err} [{where}]") from err
+    return state, run_name, time.perf_counter() - start
+
+
+def steady_images_per_s(history: Sequence[dict[str, float]]) -> float:
+    """Mean training images/s over the epochs after the first (all of them if only one)."""
+    rates = [row["train_images_per_s"] for row in history]
+    rates = rates[1:] or rates
+    return float(np.mean(rates)) if rates else float("nan")
+
+
+def write_curves(path: Path, history: Sequence[dict[str, float]], keys: Sequence[str]) -> None:
+    """Per-epoch curves as CSV, for ``dvc plots`` (a missing value is left empty)."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    with atomic_file(path) as f:
+        f.write(",".join(keys) + "\n")
+        for row in history:
+            f.write(",".join(cell(row.get(k)) for k in keys) + "\n")
+
+
+def save_png(path: Path, image: Image.Image) -> None:
+    """Write a PIL image as PNG (callers write inside an ``atomic_dir``)."""
+    image.save(path, format="PNG")
+
+
+def interleave(*rows: np.ndarray, per_row: int = 8) -> np.ndarray:
+    """Images of several equal-length sets, row by row: ``a[0:8], b[0:8], a[8:16], b[8:16], ...``.
+
+    Args:
+        rows: uint8 ``(N, H, W, 3)`` each, same ``N`` (a multiple of ``per_row``).
+        per_row: Images per grid row.
+
+    Returns:
+        np.ndarray: uint8 ``(len(rows) * N, H, W, 3)`` for ``image_grid(nrow=per_row)``.
+    """
+    n = rows[0].shape[0]
+    chunks = [r[i:i + per_row] for i in range(0, n, per_row) for r in rows]
+    return np.concatenate(chunks)

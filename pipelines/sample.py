@@ -1,0 +1,76 @@
+"""``capsynth sample``: draw images from a trained VAE or GAN into one PNG grid.
+
+    capsynth sample --model models/gan -n 64 --seed 0 samples.png
+    capsynth sample --model models:/capsynth-gan@champion -n 16 --seed 3 out.png
+
+``--model`` is a model folder written by ``train_vae`` / ``train_gan`` (it
+rebuilds its model alone), or an MLflow registry URI ``models:/NAME@ALIAS``
+(or ``models:/NAME/VERSION``) whose artifacts hold such a folder. The same
+seed gives the same images (bit-identical on the CPU). The GAN samples from
+its EMA generator when the folder has one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+from pathlib import Path
+
+from components.generative.io import CONFIG_FILE, load_generator
+from components.generative.models import MODELS
+from components.generative.sampling import image_grid, sample
+from components.io import atomic_file
+from pipelines.common import stage_main
+
+
+def find_model_dir(root: Path) -> Path:
+    """The folder under ``root`` (itself included) that holds a generative model's ``config.json``."""
+    for config in sorted(root.rglob(CONFIG_FILE), key=lambda p: len(p.parts)):
+        try:
+            meta = json.loads(config.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("kind") in MODELS and "format_version" in meta:
+            return config.parent
+    raise FileNotFoundError(f"{root} holds no VAE/GAN model folder (a {CONFIG_FILE} with a 'kind' of "
+                            f"{', '.join(sorted(MODELS))})")
+
+
+def write_samples(model_dir: Path, out: Path, *, n: int, seed: int, nrow: int | None = None) -> Path:
+    """Sample ``n`` images from the model folder and write them as one PNG grid (atomically)."""
+    if not (model_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{model_dir} is not a model folder: no {CONFIG_FILE}")
+    model, _ = load_generator(model_dir)
+    images = sample(model, n, seed)  # (n, S, S, 3) uint8
+    grid = image_grid(images, nrow=nrow or math.ceil(math.sqrt(n)))
+    with atomic_file(out, "wb") as f:
+        grid.save(f, format="PNG")
+    return out
+
+
+@stage_main("sample")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="capsynth sample", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="model folder, or models:/NAME@ALIAS")
+    parser.add_argument("-n", type=int, default=64, help="number of images (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default: %(default)s)")
+    parser.add_argument("--nrow", type=int, default=None, help="images per row (default: ~sqrt(n))")
+    parser.add_argument("out", type=Path, help="the PNG to write")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"-n must be >= 1, got {args.n}")
+    if args.model.startswith("models:/"):
+        from components import tracking
+
+        with tempfile.TemporaryDirectory(prefix="capsynth-sample-") as tmp:
+            local = tracking.download_artifacts(args.model, tmp)
+            write_samples(find_model_dir(local), args.out, n=args.n, seed=args.seed, nrow=args.nrow)
+    else:
+        write_samples(Path(args.model), args.out, n=args.n, seed=args.seed, nrow=args.nrow)
+    print(f"wrote {args.out}: {args.n} samples from {args.model} (seed {args.seed})")
+
+
+if __name__ == "__main__":
+    main()

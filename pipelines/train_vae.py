@@ -1,0 +1,136 @@
+"""DVC stage ``train_vae``: prepared images → a VAE, its samples and its test ELBO.
+
+    python -m pipelines.train_vae --params params.yaml --prepared data/prepared \
+        --out models/vae --reports reports/vae --metrics metrics/vae.json \
+        --plots plots/vae.csv --storage ray_results
+
+Training runs on Ray Train (``TorchTrainer``, DDP over ``scaling.num_workers``);
+this driver then rebuilds the model from the last checkpoint and writes the
+model folder (``config.json`` + ``vae.pt``, rebuildable alone), the PNGs
+(prior samples, test reconstructions, latent interpolations, the per-epoch
+fixed-noise progress), the test metrics (ELBO terms and the IWAE bound in nats
+per image and bits/dim, at init and after training; sample diagnostics) and
+the per-epoch curves. Every output is written atomically; a rerun of the same
+config resumes from the run's last checkpoint under ``--storage``. A NaN or
+infinite loss stops the stage with the step, and where the last good
+checkpoint is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components import tracking
+from components.config import flatten, to_dict
+from components.generative.common import from_uint8_images
+from components.generative.diagnostics import colour_histogram, histogram_distance, sample_diversity
+from components.generative.fit import evaluate_vae, grid_rows, train_loop_per_worker_vae
+from components.generative.io import save_model_dir
+from components.generative.models import build_vae
+from components.generative.sampling import image_grid, interpolate, reconstructions, sample
+from components.io import atomic_dir, write_json
+from components.ray_adapter import init_ray
+from pipelines import generative_stage as common
+from pipelines.common import stage_main
+from pipelines.config import TrainVAEConfig, load_params
+
+log = logging.getLogger("train_vae")
+
+CURVE_KEYS = ("epoch", "train_elbo", "val_elbo", "train_recon_nll", "val_recon_nll", "train_kl", "val_kl",
+              "train_bits_per_dim", "val_bits_per_dim", "sample_diversity", "colour_hist_distance",
+              "train_images_per_s")
+
+
+def _colour_distance(a, b) -> float:
+    return histogram_distance(colour_histogram(a, 8, joint=True), colour_histogram(b, 8, joint=True))
+
+
+def run(cfg: TrainVAEConfig, *, prepared: Path, out: Path, reports: Path, metrics_path: Path, plots_path: Path,
+        storage: Path, params_file: str = "params.yaml") -> dict:
+    """Train, then write the model folder, PNGs, metrics and curves; return the metrics."""
+    paths = common.image_splits(prepared)
+    version = common.data_hash(prepared)
+    init_ray()
+    with tracking.stage_run("train_vae", params=flatten(to_dict(cfg)), params_file=params_file,
+                            tags={"data_hash": version}) as run_id:
+        logger = tracking.RunLogger(run_id, tracking.tracking_uri())
+        state, run_name, train_seconds = common.train_on_ray(
+            "vae", train_loop_per_worker_vae, cfg, paths=paths, data_version=version, storage=storage,
+            logger=logger)
+        last = state["history"][-1]
+        log.info("trained %d epochs in %.0f s; val ELBO %.1f nats (%.3f bits/dim)", len(state["history"]),
+                 train_seconds, last["val_elbo"], last["val_bits_per_dim"])
+
+        torch.manual_seed(cfg.train.seed)  # the same initial weights as the training run
+        model = build_vae(cfg.model)
+        split, held_out = common.eval_images(paths, cfg.model.image_size)
+        at_init = evaluate_vae(model, held_out, seed=cfg.train.seed)
+        model.load_state_dict(state["model"])
+        model.eval()
+        final = evaluate_vae(model, held_out, iw_samples=cfg.train.iw_samples, seed=cfg.train.seed)
+
+        real = held_out.permute(0, 2, 3, 1).numpy()  # (N, S, S, 3) uint8
+        samples = sample(model, 64, cfg.train.sample_seed)  # (64, S, S, 3)
+        diagnostics = sample(model, cfg.train.num_samples, cfg.train.sample_seed)
+        recon = reconstructions(model, real)  # (N, S, S, 3)
+        metrics = {
+            "eval_split": split,
+            "epochs_run": len(state["history"]),
+            "train_seconds": round(train_seconds, 1),
+            "train_images_per_s": round(common.steady_images_per_s(state["history"]), 1),
+            **{f"test_{k}": v for k, v in final.items() if k != "loss"},
+            "test_elbo_at_init": at_init["elbo"],
+            "test_bits_per_dim_at_init": at_init["bits_per_dim"],
+            "sample_diversity": sample_diversity(diagnostics, real[: cfg.train.num_samples]),
+            "colour_hist_distance": _colour_distance(diagnostics, real[: cfg.train.num_samples]),
+            "recon_colour_hist_distance": _colour_distance(recon, real),
+            "recon_mse": float(np.mean(((recon.astype(np.float32) - real) / 255.0) ** 2)),
+        }
+        with atomic_dir(out) as tmp:
+            save_model_dir(tmp, "vae", {"vae": model}, cfg.model,
+                           extra={"ray_run": run_name, "data_hash": version, "epochs": len(state["history"]),
+                                  "test": {k: v for k, v in metrics.items() if k.startswith("test_")}})
+        with atomic_dir(reports) as tmp:
+            common.save_png(tmp / "samples.png", image_grid(samples, nrow=8))
+            per_row = min(8, len(real))  # up to 4 rows of originals, each above its reconstructions
+            shown = real[: per_row * min(4, len(real) // per_row)]
+            common.save_png(tmp / "reconstructions.png", image_grid(
+                common.interleave(shown, recon[: len(shown)], per_row=per_row), nrow=per_row))
+            with torch.no_grad():  # 8 rows: between the posterior means of two test images
+                mu, _ = model.encoder(from_uint8_images(shown[:16], value_range=(0.0, 1.0)))  # (16, L)
+            rows = [interpolate(model, mu[i], mu[i + 1], 10, method="linear") for i in range(0, len(mu) - 1, 2)]
+            common.save_png(tmp / "interpolations.png", image_grid(np.concatenate(rows), nrow=10))
+            common.save_png(tmp / "progress.png", image_grid(grid_rows(state["progress"]), nrow=8))
+        write_json(metrics_path, metrics)
+        common.write_curves(plots_path, state["history"], CURVE_KEYS)
+        tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        tracking.log_artifacts({"model": out, "reports": reports, "plots": plots_path, "metrics": metrics_path})
+    return metrics
+
+
+@stage_main("train_vae")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--out", type=Path, default=Path("models/vae"))
+    parser.add_argument("--reports", type=Path, default=Path("reports/vae"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/vae.json"))
+    parser.add_argument("--plots", type=Path, default=Path("plots/vae.csv"))
+    parser.add_argument("--storage", type=Path, default=Path("ray_results"))
+    args = parser.parse_args(argv)
+    cfg = load_params(args.params).train_vae
+    metrics = run(cfg, prepared=args.prepared, out=args.out, reports=args.reports, metrics_path=args.metrics,
+                  plots_path=args.plots, storage=args.storage, params_file=args.params)
+    log.info("%s: ELBO %.1f nats (%.3f bits/dim; %.1f at init), IWAE NLL %s", metrics["eval_split"],
+             metrics["test_elbo"], metrics["test_bits_per_dim"], metrics["test_elbo_at_init"],
+             f"{metrics['test_iwae_nll']:.1f}" if "test_iwae_nll" in metrics else "off")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The caption training loop without Ray (LocalSession): learning, resume, failure injection."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from components.captioning.data import CaptionData, SplitCaptions
+from components.captioning.fit import ArchitectureParams, CaptionTrainConfig, decode_split, fit_captioner
+from components.captioning.models import CaptionModelConfig, build_model
+from components.data.text import Vocab
+from components.features.store import FeatureSet
+from components.train.session import InjectedFailure, LocalSession
+
+WORDS = ["a", "red", "blue", "circle", "square"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_data(n_images: int = 24) -> CaptionData:
+    """Image i shows colour i % 2 and shape (i // 2) % 2, encoded in its features."""
+    rng = np.random.default_rng(0)
+    vocab = Vocab(tokens=("<pad>", "<start>", "<end>", "<unk>", *WORDS), min_word_count=1, max_caption_length=4)
+    grid = rng.normal(0, 0.1, (n_images, 4, 8)).astype(np.float16)
+    captions, refs = [], {}
+    for i in range(n_images):
+        colour, shape = ["red", "blue"][i % 2], ["circle", "square"][(i // 2) % 2]
+        grid[i, :, i % 2] += 2.0
+        grid[i, :, 2 + (i // 2) % 2] += 2.0
+        words = ["a", colour, shape]
+        captions.append(vocab.encode(words))
+        refs[i + 1] = [" ".join(words)]
+    pooled = grid.mean(1)
+    features = FeatureSet(np.arange(1, n_images + 1, dtype=np.int64), grid, pooled, {})
+    tokens = np.asarray(captions, dtype=np.int64)
+    ids = np.arange(1, n_images + 1)
+    split = SplitCaptions(image_ids=ids, image_rows=ids - 1, caption_rows=ids - 1, token_ids=tokens, references=refs)
+    return CaptionData(features=features, vocab=vocab, splits={"train": split, "val": split, "test": split})
+
+
+ARCH = ArchitectureParams(architecture="show_attend_tell", cell="gru", embed_dim=16, hidden_dim=32,
+                          num_layers=1, dropout=0.0, attention_dim=16)
+CFG = CaptionTrainConfig(epochs=12, batch_size=8, lr=0.02, weight_decay=0.0, lr_schedule="constant", grad_clip=5.0,
+                         label_smoothing=0.0, attention_penalty=0.0, scheduled_sampling=0.0,
+                         early_stopping_patience=0, seed=0, amp=False, threads_per_worker=1, fail_at_epoch=-1)
+
+
+def test_fit_learns_and_reports_every_epoch():
+    data = tiny_data()
+    session = LocalSession()
+    state = fit_captioner(session, data=data, arch=ARCH, cfg=CFG)
+    history = [h["epoch"] for h in session.history]
+    assert history == list(range(CFG.epochs))
+    assert session.history[-1]["train_loss"] < session.history[0]["train_loss"] / 3
+    model = build_model(CaptionModelConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["best_model"])
+    preds, attention = decode_split(model, data, data.splits["test"], beam_size=2)
+    assert preds == {i: r[0] for i, r in data.splits["test"].references.items()}
+    assert all(a.shape[1] == 4 and np.allclose(a.sum(1), 1, atol=1e-3) for a in attention.values())
+
+
+def test_resume_continues_after_last_reported_epoch():
+    data = tiny_data()
+    first = LocalSession()
+    fit_captioner(first, data=data, arch=ARCH, cfg=dataclasses.replace(CFG, epochs=2))
+    resumed = LocalSession(initial_state=first.last_state)
+    state = fit_captioner(resumed, data=data, arch=ARCH, cfg=dataclasses.replace(CFG, epochs=4))
+    assert [h["epoch"] for h in resumed.history] == [2, 3]
+    assert [h["epoch"] for h in state["history"]] == [0, 1, 2, 3]
+
+
+def test_early_stopping_stops_when_val_cider_stalls():
+    data = tiny_data()
+    session = LocalSession()
+    cfg = dataclasses.replace(CFG, epochs=30, lr=0.0, early_stopping_patience=2)  # lr 0: nothing improves
+    fit_captioner(session, data=data, arch=ARCH, cfg=cfg)
+    assert len(session.history) == 3
+
+
+def test_failure_injection_fails_once(tmp_path):
+    data = tiny_data()
+    cfg = dataclasses.replace(CFG, epochs=3, fail_at_epoch=1)
+    session = LocalSession()
+    with pytest.raises(InjectedFailure, match="epoch 1"):
+        fit_captioner(session, data=data, arch=ARCH, cfg=cfg, storage_dir=str(tmp_path))
+    restarted = LocalSession(initial_state=session.last_state)
+    fit_captioner(restarted, data=data, arch=ARCH, cfg=cfg, storage_dir=str(tmp_path))
+    assert [h["epoch"] for h in session.history + restarted.history] == [0, 1, 2]

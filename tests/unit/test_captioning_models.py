@@ -1,0 +1,158 @@
+"""Caption models: shapes, attention, step/forward agreement, scheduled sampling, config."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from components.captioning.models import (
+    CELLS, MODELS, CaptionModelConfig, CaptionOutput, GRUCore, LSTMCore, ShowAttendTell, ShowTell, build_model,
+)
+from components.config import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster and immune to OpenMP oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+B, P, C, V, T = 3, 4, 8, 11, 6
+COMBOS = list(itertools.product(MODELS, CELLS))
+
+
+def make_cfg(architecture: str = "show_attend_tell", cell: str = "lstm", **kw) -> CaptionModelConfig:
+    base = dict(architecture=architecture, cell=cell, vocab_size=V, feature_dim=C, num_positions=P,
+                embed_dim=6, hidden_dim=10, num_layers=2, dropout=0.2, attention_dim=5)
+    return CaptionModelConfig(**{**base, **kw})
+
+
+def inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.randn(B, P, C, generator=g)
+    tokens = torch.randint(4, V, (B, T), generator=g)
+    tokens[:, 0] = 1
+    tokens[0, 3], tokens[0, 4:] = 2, 0  # a padded caption
+    tokens[1:, -1] = 2
+    return grid, grid.mean(1), tokens
+
+
+def test_registries_and_build():
+    assert set(MODELS) == {"show_tell", "show_attend_tell"} and set(CELLS) == {"lstm", "gru"}
+    assert isinstance(build_model(make_cfg("show_tell", "gru")), ShowTell)
+    model = build_model(make_cfg("show_attend_tell", "gru"))
+    assert isinstance(model, ShowAttendTell) and isinstance(model.core, GRUCore)
+    assert isinstance(build_model(make_cfg("show_tell", "lstm")).core, LSTMCore)
+
+
+@pytest.mark.parametrize("arch,cell", COMBOS)
+def test_output_and_step_shapes(arch, cell):
+    torch.manual_seed(0)
+    model = build_model(make_cfg(arch, cell))
+    grid, pooled, tokens = inputs()
+    out = model(grid, pooled, tokens)
+    assert isinstance(out, CaptionOutput)
+    assert out.logits.shape == (B, T - 1, V)
+    state = model.init_state(grid, pooled)
+    assert all(s.shape[0] == B for s in state)
+    n_recurrent = len(state) - model.num_static_state
+    assert n_recurrent == len(CELLS[cell].state_names)
+    assert all(s.shape == (B, 2, 10) for s in state[:n_recurrent])  # (B, layers, H)
+    log_probs, new_state, alpha = model.step(tokens[:, 0], state)
+    assert log_probs.shape == (B, V) and log_probs.dtype == torch.float32
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(B))
+    assert len(new_state) == len(state)
+    if arch == "show_attend_tell":
+        assert out.alphas.shape == (B, T - 1, P) and alpha.shape == (B, P)
+    else:
+        assert out.alphas is None and alpha is None
+    out.logits.sum().backward()  # every parameter takes part (DDP without find_unused_parameters)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_attention_weights_sum_to_one(cell):
+    torch.manual_seed(1)
+    model = build_model(make_cfg("show_attend_tell", cell))
+    grid, pooled, tokens = inputs()
+    alphas = model(grid, pooled, tokens).alphas
+    assert (alphas >= 0).all()
+    torch.testing.assert_close(alphas.sum(-1), torch.ones(B, T - 1))
+
+
+@pytest.mark.parametrize("arch,cell", COMBOS)
+def test_forward_equals_stepwise_decoding_interface(arch, cell):
+    """The training pass and the step interface are the same function (eval mode)."""
+    torch.manual_seed(2)
+    model = build_model(make_cfg(arch, cell)).eval()
+    grid, pooled, tokens = inputs(3)
+    out = model(grid, pooled, tokens)
+    state = model.init_state(grid, pooled)
+    for t in range(T - 1):
+        log_probs, state, alpha = model.step(tokens[:, t], state)
+        torch.testing.assert_close(log_probs, out.logits[:, t].log_softmax(-1), rtol=1e-5, atol=1e-5)
+        if alpha is not None:
+            torch.testing.assert_close(alpha, out.alphas[:, t])
+
+
+@pytest.mark.parametrize("arch", MODELS)
+def test_state_reindexes_along_batch(arch):
+    torch.manual_seed(3)
+    model = build_model(make_cfg(arch, "lstm")).eval()
+    grid, pooled, tokens = inputs()
+    perm = torch.tensor([2, 0, 1])
+    state = model.init_state(grid, pooled)
+    permuted = tuple(s.index_select(0, perm) for s in state)
+    lp, _, _ = model.step(tokens[:, 0], state)
+    lp_perm, _, _ = model.step(tokens[perm, 0], permuted)
+    torch.testing.assert_close(lp_perm, lp[perm])
+
+
+@pytest.mark.parametrize("arch", MODELS)
+def test_scheduled_sampling(arch):
+    torch.manual_seed(4)
+    model = build_model(make_cfg(arch, "gru", dropout=0.0))
+    grid, pooled, tokens = inputs()
+    teacher = model(grid, pooled, tokens)
+    none = model(grid, pooled, tokens, sampling_prob=0.0)
+    torch.testing.assert_close(none.logits, teacher.logits)
+    own = model(grid, pooled, tokens, sampling_prob=1.0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(own.logits[:, 0], teacher.logits[:, 0], rtol=1e-5, atol=1e-5)  # first input: <start>
+    assert not torch.allclose(own.logits[:, 1:], teacher.logits[:, 1:])
+    again = model(grid, pooled, tokens, sampling_prob=1.0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again.logits, own.logits)
+    own.logits.sum().backward()
+    with pytest.raises(ValueError, match="sampling_prob"):
+        model(grid, pooled, tokens, sampling_prob=1.5)
+
+
+def test_feature_shape_is_checked():
+    model = build_model(make_cfg())
+    grid, pooled, tokens = inputs()
+    with pytest.raises(ValueError, match="grid"):
+        model(grid[:, :2], pooled, tokens)
+    with pytest.raises(ValueError, match="pooled"):
+        build_model(make_cfg("show_tell"))(None, pooled[:, :3], tokens)
+    assert build_model(make_cfg("show_tell"))(None, pooled, tokens).logits.shape == (B, T - 1, V)
+
+
+def test_config_is_strict_and_round_trips():
+    cfg = make_cfg()
+    assert CaptionModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="hiden_dim"):
+        CaptionModelConfig.from_dict({**cfg.to_dict(), "hiden_dim": 3})
+    with pytest.raises(ConfigError, match="num_layers"):
+        CaptionModelConfig.from_dict({**cfg.to_dict(), "num_layers": "2"})
+    with pytest.raises(ValueError, match="architecture"):
+        make_cfg("transformer")
+    with pytest.raises(ValueError, match="cell"):
+        make_cfg(cell="rnn")
+    with pytest.raises(ValueError, match="dropout"):
+        make_cfg(dropout=1.0)
+    with pytest.raises(TypeError):
+        CaptionModelConfig("show_tell", "lstm", V, C, P)  # keyword-only
