@@ -17,7 +17,7 @@ from pathlib import Path
 
 from components.config import ConfigError
 from components.features.extract import extract_features
-from components.features.weights import WeightsError
+from components.features.weights import WeightsError, check_available
 from components.io import atomic_dir
 from components.ray_adapter import init_ray
 from pipelines.common import stage_main
@@ -31,8 +31,9 @@ def run(cfg: FeaturesConfig, prepared: Path, out: Path, *, progress: bool = True
     images = prepared / "images.parquet"
     if not images.is_file():
         raise FileNotFoundError(f"{images} not found: run the prepare stage first")
-    init_ray()
     try:
+        check_available(cfg.backbone, weights=cfg.weights, weights_path=cfg.weights_path)  # before Ray starts
+        init_ray()
         with atomic_dir(out) as tmp:
             return extract_features(images, tmp, **dataclasses.asdict(cfg), progress=progress)
     except WeightsError as err:  # a weights file that does not fit the backbone

@@ -171,8 +171,8 @@ def main(argv: list[str] | None = None) -> None:
             base = run_baseline(table, outs["baseline"], model, options, size=size,
                                 batch_size=args.batch_size, workers=args.decode_workers)
             ray_clock = run_ray(images_parquet, outs["ray"], backbone=args.backbone, size=size,
-                                stage=args.stage, grid_size=args.grid_size, batch_size=args.batch_size, threads=args.threads,
-                                workers=args.decode_workers, dtype=args.dtype)
+                                stage=args.stage, grid_size=args.grid_size, batch_size=args.batch_size,
+                                threads=args.threads, workers=args.decode_workers, dtype=args.dtype)
             same = all((outs["baseline"] / f).read_bytes() == (outs["ray"] / f).read_bytes()
                        for f in os.listdir(outs["baseline"]))
             ratio = ray_clock.steady_ips / base.steady_ips
@@ -187,9 +187,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"(baseline start-up {base.startup_s:.2f} s)")
             print(f"{tag}identical feature shards: {same}")
             shutil.rmtree(outs["baseline"]), shutil.rmtree(outs["ray"])
-        ratio = statistics.median(ratios)
-        print(f"ratio ray/baseline steady state: {ratio:.3f}"
-              + (f" (median of {args.rounds}: {', '.join(f'{x:.3f}' for x in ratios)})" if args.rounds > 1 else ""))
+        each = f" (median of {args.rounds}: {', '.join(f'{x:.3f}' for x in ratios)})" if args.rounds > 1 else ""
+        print(f"ratio ray/baseline steady state: {statistics.median(ratios):.3f}{each}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     row = {int(i): r for r, i in enumerate(fs.image_ids)}
     objects = [o for o in pq.read_table(args.scenes).to_pylist() if o["image_id"] in row]
     cells = [min(int(o["y"] * g), g - 1) * g + min(int(o["x"] * g), g - 1) for o in objects]
-    x = torch.from_numpy(np.stack([fs.grid[row[o["image_id"]], c] for o, c in zip(objects, cells)]).astype(np.float32))
+    x = np.stack([fs.grid[row[o["image_id"]], c] for o, c in zip(objects, cells)])  # (objects, C)
+    x = torch.from_numpy(x.astype(np.float32))
     train = torch.tensor([o["split"] == "train" for o in objects])
     mean, std = x[train].mean(0), x[train].std(0) + 1e-6
     x = (x - mean) / std

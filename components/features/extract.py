@@ -31,7 +31,8 @@ Design, for throughput on a small CPU machine as on a GPU node:
   so on a cluster the image folder must be visible at the same path on every
   node (a shared filesystem).
 
-Ray is imported here and in :mod:`components.ray_adapter` only.
+Ray Data is used here only; ``backbones``, ``weights``, ``store`` and ``decode`` are plain
+libraries, and starting Ray is :mod:`components.ray_adapter`'s job.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,8 @@ import ray
 import torch
 
 from components.config import ConfigError
-from components.features.backbones import Backbone, get_spec
 from components.data.images import BadImageError
+from components.features.backbones import Backbone, get_spec
 from components.features.decode import ImageDecodeError, decode_batch, load_resized  # noqa: F401
 from components.features.store import LAYOUT, ShardWriter, features_table, write_meta
 from components.features.weights import WeightsError, backbone_from_state, load_backbone
@@ -150,25 +151,6 @@ def read_image_table(images_table: str | os.PathLike, *, root: str | os.PathLike
     return pa.table({"image_id": table.column("image_id").combine_chunks(), "path": pa.array(paths)})
 
 
-@contextlib.contextmanager
-def _data_context(*, progress: bool) -> Iterator[None]:
-    """Ray Data settings for this pipeline only (the global context is restored)."""
-    from ray.data import DataContext
-
-    saved = DataContext.get_current()
-    ctx = saved.copy()
-    ctx.execution_options.preserve_order = True
-    # a bad image reaches the driver as the BadImageError it is (see extract_features)
-    ctx.raise_original_map_exception = True
-    ctx.enable_progress_bars = progress
-    ctx.print_on_execution_start = progress
-    DataContext._set_current(ctx)
-    try:
-        yield
-    finally:
-        DataContext._set_current(saved)
-
-
 def resolve_device(device: str) -> str:
     """``auto`` → ``cuda`` when the Ray cluster has GPUs, else ``cpu``."""
     if device != "auto":
@@ -186,6 +168,7 @@ def build_dataset(
     num_actors: int,
     num_decode_tasks: int,
     actor_memory: int = 2**30,
+    progress: bool = True,
 ):
     """The lazy Ray Dataset of feature rows (``image_id, grid, pooled``), in input order."""
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
@@ -195,6 +178,12 @@ def build_dataset(
     # would launch one remote task per block for it); it is a DeveloperAPI, hence the fallback.
     blocks = [images.slice(i, batch_size) for i in range(0, images.num_rows, batch_size)]
     ds = getattr(ray.data, "from_blocks", ray.data.from_arrow)(blocks)
+    # settings of this dataset only (its own copy of the context, shared by what derives from it)
+    ctx = ds.context
+    ctx.execution_options.preserve_order = True
+    ctx.raise_original_map_exception = True  # a bad image reaches the driver as a BadImageError
+    ctx.enable_progress_bars = progress
+    ctx.print_on_execution_start = progress
     ds = ds.map_batches(
         decode_batch,
         fn_kwargs={"input_size": input_size},
@@ -315,19 +304,18 @@ def extract_features(
     writer = ShardWriter(out_dir, channels=channels, grid_size=grid_size, dtype=dtype)
     state_ref = ray.put(model.state_dict())
     rows = 0
-    with _data_context(progress=progress):
-        weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-        ds = build_dataset(images, state_ref, options, input_size=size, batch_size=batch_size,
-                           num_actors=num_actors, num_decode_tasks=num_decode_tasks,
-                           actor_memory=2**30 + 2 * weight_bytes)
-        try:
-            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
-                writer.write(table)
-                rows += table.num_rows
-                if on_batch is not None:
-                    on_batch(table.num_rows)
-        except BadImageError as err:  # Ray's wrapper of it: re-raise the plain error, one line
-            raise ImageDecodeError(err.kind, err.path, err.detail) from None
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    ds = build_dataset(images, state_ref, options, input_size=size, batch_size=batch_size,
+                       num_actors=num_actors, num_decode_tasks=num_decode_tasks,
+                       actor_memory=2**30 + 2 * weight_bytes, progress=progress)
+    try:
+        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
+            writer.write(table)
+            rows += table.num_rows
+            if on_batch is not None:
+                on_batch(table.num_rows)
+    except BadImageError as err:  # Ray's wrapper of it: re-raise the plain error, one line
+        raise ImageDecodeError(err.kind, err.path, err.detail) from None
     shards = writer.close()
     if rows != images.num_rows:
         raise RuntimeError(f"the pipeline returned {rows} rows for {images.num_rows} images")

@@ -196,6 +196,29 @@ def random_backbone(spec: BackboneSpec, *, seed: int, grid_size: int, stage: int
     return backbone
 
 
+def check_available(name: str, *, weights: str, weights_path: str = "") -> None:
+    """Fail fast, before anything starts, when the weights are not on disk.
+
+    Raises:
+        WeightsNotFoundError: naming the file (and for ImageNet, the URL and the folder).
+        WeightsError: ``weights="path"`` without a ``weights_path``.
+    """
+    if weights == "imagenet":
+        file = imagenet_file(name)
+        if not file.is_file():
+            enum = f"{get_spec(name).weights_enum}.{IMAGENET_VERSION}"
+            raise WeightsNotFoundError(
+                f"ImageNet weights for {name} ({enum}) not found: expected the file {file}. "
+                f"Nothing is downloaded: fetch {imagenet_url(name)} and put it in {file.parent}/ "
+                f"(or set TORCH_HOME), or use weights: random"
+            )
+    elif weights == "path":
+        if not weights_path:
+            raise WeightsError("weights: path needs weights_path, the state_dict file to load")
+        if not Path(weights_path).is_file():
+            raise WeightsNotFoundError(f"weights file {weights_path} does not exist")
+
+
 def load_backbone(
     name: str,
     *,
@@ -224,24 +247,18 @@ def load_backbone(
         ValueError: an unknown backbone or weights choice.
     """
     spec = get_spec(name)
+    if weights in ("imagenet", "path"):
+        check_available(name, weights=weights, weights_path=weights_path)
     if weights == "random":
         backbone = random_backbone(spec, seed=seed, grid_size=grid_size, stage=stage)
         source = f"seed {seed}"
     elif weights == "imagenet":
         file = imagenet_file(name)
         enum = f"{spec.weights_enum}.{IMAGENET_VERSION}"
-        if not file.is_file():
-            raise WeightsNotFoundError(
-                f"ImageNet weights for {name} ({enum}) not found: expected the file {file}. "
-                f"Nothing is downloaded: fetch {imagenet_url(name)} and put it in {file.parent}/ "
-                f"(or set TORCH_HOME), or use weights: random"
-            )
         backbone = spec(grid_size=grid_size, stage=stage, device="meta")
         load_trunk_state(backbone, read_state_dict(file), source=str(file))
         source = f"torchvision {enum} ({file.name})"
     elif weights == "path":
-        if not weights_path:
-            raise WeightsError("weights: path needs weights_path, the state_dict file to load")
         backbone = spec(grid_size=grid_size, stage=stage, device="meta")
         load_trunk_state(backbone, read_state_dict(weights_path), source=weights_path)
         source = weights_path
@@ -262,7 +279,8 @@ def backbone_from_state(name: str, state_dict: dict[str, torch.Tensor], *, grid_
 
 
 __all__ = [
-    "WEIGHTS_CHOICES", "WeightsInfo", "WeightsError", "WeightsNotFoundError", "imagenet_url",
-    "imagenet_file", "state_dict_sha256", "read_state_dict", "load_trunk_state", "calibrate_batchnorm",
+    "WEIGHTS_CHOICES", "WeightsInfo", "WeightsError", "WeightsNotFoundError", "check_available",
+    "imagenet_url", "imagenet_file", "state_dict_sha256", "read_state_dict", "load_trunk_state",
+    "calibrate_batchnorm",
     "random_backbone", "load_backbone", "backbone_from_state",
 ]

@@ -12,6 +12,7 @@ from components.captioning.inference import caption_images
 from components.captioning.io import load_model_dir
 from components.train.ray_trainer import ScalingSpec, fit, make_trainer
 from components.captioning.fit import train_loop_per_worker
+from pipelines import caption as caption_cli
 from pipelines import features as features_stage
 from pipelines import prepare
 from pipelines import train_captioner as stage
@@ -48,7 +49,7 @@ def _loop_config(work: Path, cfg) -> dict:
             "arch": cfg.model, "train": cfg.train, "logger": None}
 
 
-def test_stage_writes_model_predictions_metrics_and_curves(in_smoke):
+def test_stage_writes_model_predictions_metrics_and_curves(in_smoke, capsys):
     work, cfg = in_smoke
     metrics = stage.run(cfg, prepared=Path("data/prepared"), features=Path("data/features"),
                         out=Path("models/captioner"), predictions_dir=Path("data/predictions/captioner"),
@@ -68,6 +69,11 @@ def test_stage_writes_model_predictions_metrics_and_curves(in_smoke):
     images = sorted(Path("data/prepared/synthetic/images").glob("*.png"))[:2]
     captions = caption_images(images, "models/captioner", beam_size=2)
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    # ... and so does the command line, one line per image
+    capsys.readouterr()
+    caption_cli.main([str(images[0]), "--model", "models/captioner", "--beam-size", "2"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"{images[0]}\t{captions[0]}"]
 
 
 def test_two_worker_ddp_keeps_ranks_in_sync_and_learns(in_smoke, tmp_path):
