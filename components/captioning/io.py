@@ -26,6 +26,7 @@ from torch import nn
 from components.captioning.models import CaptionModel, CaptionModelConfig, build_model
 from components.data.text import Vocab
 from components.io import atomic_file, write_json
+from components.train.session import unwrap
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.pt"
@@ -42,15 +43,7 @@ class LoadedModel(NamedTuple):
     extra: dict[str, Any]
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
+unwrap_model = unwrap  # the plain module inside DDP / torch.compile wrappers
 
 
 def save_model_dir(path: str | os.PathLike, model: nn.Module, cfg: CaptionModelConfig, vocab: Vocab,

@@ -6,18 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DDP / DataParallel (``.module``) and ``torch.compile`` (``._orig_mod``)."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
+from components.train.session import unwrap  # noqa: F401  (re-exported for the generative modules)
 
 
 def standard_normal(shape: Sequence[int], *, generator: torch.Generator | None, like: Tensor) -> Tensor:

@@ -143,8 +143,14 @@ class RaySession(Session):
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DDP wrapper (for state dicts and decoding)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    """The plain module inside DDP / DataParallel (``.module``) and ``torch.compile`` (``._orig_mod``)."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
 
 
 @contextlib.contextmanager
