@@ -67,6 +67,7 @@ def test_sample_cli_reads_a_registered_model_by_alias(gan_dir, tmp_path, monkeyp
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment("sample-test")  # an experiment of this store, whatever earlier tests made active
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(gan_dir), artifact_path="model")
     client = MlflowClient()
