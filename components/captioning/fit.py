@@ -30,7 +30,7 @@ from components.captioning.losses import LossConfig
 from components.captioning.models import CaptionModelConfig, build_model
 from components.captioning.train import CaptionDataset, collate_captions, evaluate_loss, train_step
 from components.metrics.captions import quick_scores
-from components.train.session import LocalSession, RaySession, Session, maybe_inject_failure, unwrap
+from components.train.session import RaySession, Session, maybe_inject_failure, unwrap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,4 +247,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 __all__ = ["ArchitectureParams", "CaptionTrainConfig", "fit_captioner", "train_loop_per_worker",
-           "decode_split", "LocalSession"]
+           "decode_split"]
