@@ -72,13 +72,13 @@ def _ray_loop(config: dict) -> None:
 
 
 def bench_train(args: argparse.Namespace) -> None:
-    from components.captioning.fit import ArchitectureParams, CaptionTrainConfig, fit_captioner
+    from components.captioning.fit import CaptionTrainConfig, fit_captioner
     from components.ray_adapter import init_ray
     from components.train.ray_trainer import ScalingSpec, fit, make_trainer
     from components.train.session import LocalSession
+    from pipelines.config import load_params
 
-    arch = ArchitectureParams(architecture="show_attend_tell", cell="lstm", embed_dim=128, hidden_dim=256,
-                              num_layers=1, dropout=0.3, attention_dim=128)
+    arch = load_params(args.params).train_captioner.model  # the architecture the demo trains
     cfg = CaptionTrainConfig(epochs=args.epochs, batch_size=128, lr=3e-3, weight_decay=0.0, lr_schedule="cosine",
                              grad_clip=5.0, label_smoothing=0.0, attention_penalty=0.1, scheduled_sampling=0.0,
                              early_stopping_patience=0, seed=0, amp=True, threads_per_worker=args.threads,
@@ -143,6 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="which", required=True)
     train = sub.add_parser("train", help="(a) Ray Train vs the same loop without Ray")
+    train.add_argument("--params", default="params.yaml", help="the train_captioner.model architecture to time")
     train.add_argument("--num-images", type=int, default=1000)
     train.add_argument("--epochs", type=int, default=4)
     train.add_argument("--threads", type=int, default=2)

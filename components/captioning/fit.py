@@ -44,6 +44,8 @@ class ArchitectureParams:
     num_layers: int
     dropout: float
     attention_dim: int
+    grid_layers: int
+    position_embedding: bool
 
     def model_config(self, *, vocab_size: int, feature_dim: int, num_positions: int) -> CaptionModelConfig:
         return CaptionModelConfig(vocab_size=vocab_size, feature_dim=feature_dim,

@@ -32,6 +32,7 @@ through the :data:`MODELS` registry; the recurrent cell comes from
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
@@ -61,6 +62,12 @@ class CaptionModelConfig:
         dropout: Dropout on embeddings, outputs and between recurrent layers.
         attention_dim: Size of the additive attention's hidden layer
             (``show_attend_tell`` only).
+        grid_layers: Residual 3x3 convolution blocks trained on top of the
+            cached grid (``show_attend_tell`` only; needs a square grid). They
+            are the trainable top of the encoder: the cached CNN stays frozen.
+        position_embedding: Add a learned embedding of each grid position to
+            the attention memory (``show_attend_tell`` only), so the context
+            vector says *where* the decoder looked, not only what it saw.
     """
 
     architecture: str
@@ -73,6 +80,8 @@ class CaptionModelConfig:
     num_layers: int = 1
     dropout: float = 0.5
     attention_dim: int = 256
+    grid_layers: int = 0
+    position_embedding: bool = False
 
     def __post_init__(self) -> None:
         if self.architecture not in MODELS:
@@ -82,6 +91,10 @@ class CaptionModelConfig:
         for name in ("feature_dim", "num_positions", "embed_dim", "hidden_dim", "num_layers", "attention_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.grid_layers < 0:
+            raise ValueError(f"grid_layers must be >= 0, got {self.grid_layers}")
+        if self.grid_layers and math.isqrt(self.num_positions) ** 2 != self.num_positions:
+            raise ValueError(f"grid_layers needs a square grid, got {self.num_positions} positions")
         if self.vocab_size <= Vocab.unk_id:
             raise ValueError(f"vocab_size must exceed the {Vocab.unk_id + 1} special tokens, got {self.vocab_size}")
         if not 0.0 <= self.dropout < 1.0:
@@ -331,9 +344,44 @@ class AdditiveAttention(nn.Module):
         return context, alpha
 
 
+class GridEncoder(nn.Module):
+    """The trainable top of the encoder, over the cached feature grid.
+
+    ``grid_layers`` residual blocks ``a + conv3x3(relu(conv3x3(a)))`` on the
+    ``(side, side, C)`` map, then an optional learned position embedding
+    ``(P, C)`` (zero-initialised, so training starts from the plain grid). The
+    cached CNN is frozen; this is the part of the encoder the caption loss
+    tunes, as fine-tuning the last CNN block would, at a fraction of the cost.
+    """
+
+    def __init__(self, *, feature_dim: int, num_positions: int, layers: int, position_embedding: bool) -> None:
+        super().__init__()
+        self.side = math.isqrt(num_positions)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(feature_dim, feature_dim, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(feature_dim, feature_dim, 3, padding=1))
+            for _ in range(layers)
+        )
+        self.position = nn.Parameter(torch.zeros(num_positions, feature_dim)) if position_embedding else None
+
+    def forward(self, grid: Tensor) -> Tensor:
+        """``(B, P, C) -> (B, P, C)``."""
+        if self.blocks:
+            b, p, c = grid.shape
+            x = grid.transpose(1, 2).reshape(b, c, self.side, self.side)  # (B, C, S, S)
+            for block in self.blocks:
+                x = x + block(x)
+            grid = x.flatten(2).transpose(1, 2)  # (B, P, C)
+        if self.position is not None:
+            grid = grid + self.position
+        return grid
+
+
 class ShowAttendTell(CaptionModel):
     """Show, Attend and Tell with soft attention (Xu et al. 2015).
 
+    * Annotation vectors: the cached grid through :class:`GridEncoder`
+      (identity unless ``grid_layers`` or ``position_embedding`` are set).
     * Initial state (sec. 3.1.2): ``h_0, c_0 = tanh(f_init(mean_i a_i))``, one
       linear map per state tensor and layer.
     * Context (sec. 4.2.1): ``z_t = beta_t * sum_i alpha_ti a_i`` with the scalar
@@ -351,6 +399,8 @@ class ShowAttendTell(CaptionModel):
 
     def __init__(self, cfg: CaptionModelConfig) -> None:
         super().__init__(cfg)
+        self.encoder = GridEncoder(feature_dim=cfg.feature_dim, num_positions=cfg.num_positions,
+                                   layers=cfg.grid_layers, position_embedding=cfg.position_embedding)
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=Vocab.pad_id)
         self.attention = AdditiveAttention(feature_dim=cfg.feature_dim, hidden_dim=cfg.hidden_dim,
                                            attention_dim=cfg.attention_dim)
@@ -371,6 +421,7 @@ class ShowAttendTell(CaptionModel):
         if grid is None:
             raise ValueError("show_attend_tell needs the feature grid")
         self._check_features("grid", grid, (cfg.num_positions, cfg.feature_dim))
+        grid = self.encoder(grid)  # (B, P, C)
         mean = grid.mean(1)  # (B, C)
         recurrent = tuple(
             torch.tanh(f(mean)).view(-1, cfg.num_layers, cfg.hidden_dim) for f in self.f_init

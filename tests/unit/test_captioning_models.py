@@ -156,3 +156,35 @@ def test_config_is_strict_and_round_trips():
         make_cfg(dropout=1.0)
     with pytest.raises(TypeError):
         CaptionModelConfig("show_tell", "lstm", V, C, P)  # keyword-only
+
+
+def test_grid_encoder_layers_and_position_embedding():
+    torch.manual_seed(0)
+    cfg = make_cfg(grid_layers=2, position_embedding=True)
+    model = build_model(cfg)
+    grid, pooled, tokens = inputs()
+    out = model(grid, pooled, tokens)
+    assert out.logits.shape == (B, T - 1, V) and out.alphas.shape == (B, T - 1, P)
+    # the conv blocks and the position table are trained parameters
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "encoder.position" in names and "encoder.blocks.1.2.weight" in names
+    out.logits.sum().backward()
+    assert model.encoder.position.grad.abs().sum() > 0
+
+    # same features everywhere: only the position embedding can tell positions apart
+    flat = torch.ones(1, P, C)
+    plain = build_model(make_cfg())
+    assert torch.allclose(plain(flat, flat.mean(1), tokens[:1]).alphas, torch.full((1, T - 1, P), 1 / P))
+    positional = build_model(make_cfg(position_embedding=True))
+    with torch.no_grad():
+        positional.encoder.position.copy_(torch.randn(P, C))
+    assert positional(flat, flat.mean(1), tokens[:1]).alphas.std() > 1e-3
+
+
+def test_grid_encoder_config_checks_and_old_configs_load():
+    with pytest.raises(ValueError, match="square"):
+        make_cfg(num_positions=6, grid_layers=1)
+    with pytest.raises(ValueError, match="grid_layers"):
+        make_cfg(grid_layers=-1)
+    old = {k: v for k, v in make_cfg().to_dict().items() if k not in ("grid_layers", "position_embedding")}
+    assert CaptionModelConfig.from_dict(old) == make_cfg()  # folders saved before these keys existed
