@@ -142,7 +142,8 @@ def coco_scores(predictions: Mapping[int, str], references: Mapping[int, Sequenc
     elif not java:
         reasons["spice"] = no_java
     elif missing:
-        reasons["spice"] = f"Stanford CoreNLP jars not in {SPICE_LIB}: {', '.join(missing)} (never downloaded)"
+        reasons["spice"] = "no Stanford CoreNLP 3.6.0 jars in pycocoevalcap/spice/lib (never downloaded)"
+        log.info("SPICE needs %s in %s", " and ".join(missing), SPICE_LIB)
     else:
         try:
             scores["spice"] = _spice(gts, res)
