@@ -63,6 +63,11 @@ REPORT_FIGURES = (
 )
 
 
+def _device() -> torch.device:
+    """A GPU when this process has one (models and feature network), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def read_predictions(path: Path) -> dict[int, str]:
     """A COCO results file (``[{"image_id", "caption"}]``) as image id → caption."""
     if not path.is_file():
@@ -100,7 +105,7 @@ def real_images(prepared: Path, split: str, size: int) -> np.ndarray:
 def generative_metrics(cfg: EvaluateConfig, net: FeatureNetwork, model_dir: Path, prepared: Path
                        ) -> tuple[dict, torch.nn.Module, np.ndarray]:
     """FID/KID/precision/recall (/IS) of ``cfg.num_fake`` samples; returns the metrics, the sampler, the real set."""
-    sampler, model_cfg = load_generator(model_dir)
+    sampler, model_cfg = load_generator(model_dir, map_location=_device())
     real = real_images(prepared, cfg.split, model_cfg.image_size)
     fake = sample(sampler, cfg.num_fake, cfg.seed)  # (num_fake, S, S, 3) uint8
     scores = generative_scores(net, real, fake, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
@@ -179,8 +184,8 @@ def run(cfg: EvaluateConfig, *, prepared: Path, predictions_dir: Path, vae: Path
         predictions = read_predictions(predictions_dir / f"{cfg.split}.json")
         references = read_references(prepared, cfg.split)
         net = feature_network(cfg.feature_network, inception_weights=cfg.inception_weights, seed=cfg.feature_seed,
-                              input_size=cfg.feature_size)
-        log.info("FID/KID features: %s", net.name)
+                              input_size=cfg.feature_size, device=_device())
+        log.info("FID/KID features: %s on %s", net.name, _device())
         metrics = {
             "captioner": caption_metrics(cfg, predictions, references, prepared),
             "vae": vae_metrics(cfg, net, vae, prepared),
@@ -198,6 +203,10 @@ def run(cfg: EvaluateConfig, *, prepared: Path, predictions_dir: Path, vae: Path
             tracking.log_artifacts({"metrics": path})
         tracking.log_artifacts({"report": report_path})
     return metrics
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 @stage_main("evaluate")
@@ -221,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
                   report_path=args.report, params_file=args.params)
     cap, vae, gan = metrics["captioner"], metrics["vae"], metrics["gan"]
     log.info("captioner: CIDEr-D %.3f, BLEU-4 %.3f, METEOR %s, exact scenes %s; unavailable: %s", cap["cider"],
-             cap["bleu_4"], cap["meteor"], cap["exact_scene_accuracy"], ", ".join(cap["unavailable"]) or "none")
+             cap["bleu_4"], _fmt(cap["meteor"]), _fmt(cap["exact_scene_accuracy"]),
+             ", ".join(cap["unavailable"]) or "none")
     log.info("vae: ELBO %.1f nats, FID %.2f; gan: FID %.2f, KID %.4f, P/R %.2f/%.2f (%s, %d real, %d fake)",
              vae["test_elbo"], vae["fid"], gan["fid"], gan["kid"], gan["precision"], gan["recall"],
              gan["feature_network"], gan["n_real"], gan["n_fake"])

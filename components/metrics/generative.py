@@ -243,10 +243,11 @@ class FeatureNetwork:
         """uint8 ``(N, H, W, 3)`` -> float64 features ``(N, D)`` and logits ``(N, C)`` (Inception) or None."""
         feats, logits = [], []
         for start in range(0, len(images), batch_size):
-            f, lg = self._forward(self._prepare(images[start:start + batch_size]))
-            feats.append(f.double().numpy())
+            device = next(self.module.parameters()).device
+            f, lg = self._forward(self._prepare(images[start:start + batch_size]).to(device))
+            feats.append(f.double().cpu().numpy())
             if lg is not None:
-                logits.append(lg.double().numpy())
+                logits.append(lg.double().cpu().numpy())
         return np.concatenate(feats), (np.concatenate(logits) if logits else None)
 
 
@@ -266,13 +267,13 @@ def in_domain_network(*, seed: int, input_size: int) -> FeatureNetwork:
     return FeatureNetwork(name=name, module=backbone, input_size=input_size, is_inception=False)
 
 
-def feature_network(choice: str, *, inception_weights: str = "", seed: int = 0,
-                    input_size: int = 64) -> FeatureNetwork:
-    """The feature network for ``choice``: ``auto`` | ``inception`` | ``in_domain``.
+def feature_network(choice: str, *, inception_weights: str = "", seed: int = 0, input_size: int = 64,
+                    device: str | torch.device = "cpu") -> FeatureNetwork:
+    """The feature network for ``choice``: ``auto`` | ``inception`` | ``in_domain``, on ``device``.
 
     ``auto`` takes Inception when its weights are on disk, else the in-domain
     network. ``inception`` without the weights is an error naming where they
-    were looked for.
+    were looked for. Features are computed in float32 on any device.
     """
     if choice not in ("auto", "inception", "in_domain"):
         raise ValueError(f"unknown feature network {choice!r} (auto | inception | in_domain)")
@@ -282,10 +283,13 @@ def feature_network(choice: str, *, inception_weights: str = "", seed: int = 0,
             f"no Inception FID weights ({INCEPTION_FILE_PREFIX}-*.pth) in "
             f"{Path(torch.hub.get_dir()) / 'checkpoints'}; place the file there or set evaluate.inception_weights")
     if weights is None:
-        return in_domain_network(seed=seed, input_size=input_size)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    return FeatureNetwork(name=f"inception:{INCEPTION_FILE_PREFIX}", module=fid_inception(state),
-                          input_size=299, is_inception=True)
+        net = in_domain_network(seed=seed, input_size=input_size)
+    else:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        net = FeatureNetwork(name=f"inception:{INCEPTION_FILE_PREFIX}", module=fid_inception(state),
+                             input_size=299, is_inception=True)
+    net.module.to(device)
+    return net
 
 
 def generative_scores(net: FeatureNetwork, real: np.ndarray, fake: np.ndarray, *, kid_subsets: int = 100,

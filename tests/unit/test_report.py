@@ -18,6 +18,7 @@ from components.report import heat_overlay
 from pipelines import evaluate
 from pipelines.config import load_params
 
+REPO = Path(__file__).resolve().parents[2]
 SECTIONS = ("metrics", "captions", "samples", "reconstructions", "interpolations")
 
 
@@ -80,7 +81,7 @@ def stage_outputs(tmp_path):
 
 
 def test_report_renders_with_every_section(stage_outputs):
-    cfg = load_params("params.yaml").evaluate
+    cfg = load_params(REPO / "params.yaml").evaluate
     prepared, preds = stage_outputs / "prepared", stage_outputs / "predictions"
     predictions = evaluate.read_predictions(preds / "test.json")
     references = evaluate.read_references(prepared, "test")
