@@ -24,7 +24,10 @@ setup: $(STAMP)
 demo: setup
 	dvc repro
 	@echo
-	@echo "demo done: see README.md §What the demo produces; try 'dvc metrics show'"
+	dvc metrics show
+	@echo
+	@echo "demo done: metrics/{captioner,vae,gan}.json above; open reports/index.html in a browser"
+	@echo "(README.md §What the demo produces, §Evaluation)"
 
 test: setup
 	$(PY) -m pytest

@@ -150,6 +150,35 @@ class TrainGANConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """``evaluate`` stage: predictions and model folders → DVC metrics and ``reports/index.html``."""
+
+    split: Literal["test", "val"]
+    spice: bool
+    num_fake: int
+    feature_network: Literal["auto", "inception", "in_domain"]
+    inception_weights: str
+    feature_size: int
+    feature_seed: int
+    kid_subsets: int
+    kid_subset_size: int
+    pr_neighbours: int
+    iw_samples: int
+    seed: int
+    report_images: int
+
+    def __post_init__(self) -> None:
+        for key in ("num_fake", "feature_size", "kid_subsets", "kid_subset_size", "pr_neighbours"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"evaluate.{key} must be >= 1, got {getattr(self, key)}")
+        if self.num_fake <= self.pr_neighbours:
+            raise ConfigError(f"evaluate.num_fake ({self.num_fake}) must exceed evaluate.pr_neighbours "
+                              f"({self.pr_neighbours})")
+        if self.iw_samples < 0 or self.report_images < 0:
+            raise ConfigError("evaluate.iw_samples and evaluate.report_images must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``. Later stages add their group here."""
 
@@ -158,6 +187,7 @@ class Params:
     train_captioner: TrainCaptionerConfig
     train_vae: TrainVAEConfig
     train_gan: TrainGANConfig
+    evaluate: EvaluateConfig
 
 
 def _read_yaml(path: str | os.PathLike) -> Any:

@@ -2,7 +2,7 @@
 
     python -m pipelines.train_captioner --params params.yaml \
         --prepared data/prepared --features data/features --out models/captioner \
-        --predictions data/predictions/captioner --metrics metrics/captioner.json \
+        --predictions data/predictions/captioner --metrics metrics/train_captioner.json \
         --plots plots/captioner.csv --storage ray_results
 
 Training runs on Ray Train (``TorchTrainer``, DDP over ``scaling.num_workers``);
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--features", type=Path, default=Path("data/features"))
     parser.add_argument("--out", type=Path, default=Path("models/captioner"))
     parser.add_argument("--predictions", type=Path, default=Path("data/predictions/captioner"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/captioner.json"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/train_captioner.json"))
     parser.add_argument("--plots", type=Path, default=Path("plots/captioner.csv"))
     parser.add_argument("--storage", type=Path, default=Path("ray_results"))
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """DVC stage ``train_gan``: prepared images → a DCGAN, its samples and sample diagnostics.
 
     python -m pipelines.train_gan --params params.yaml --prepared data/prepared \
-        --out models/gan --reports reports/gan --metrics metrics/gan.json \
+        --out models/gan --reports reports/gan --metrics metrics/train_gan.json \
         --plots plots/gan.csv --storage ray_results
 
 Training runs on Ray Train (``TorchTrainer``, DDP over ``scaling.num_workers``);
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     parser.add_argument("--out", type=Path, default=Path("models/gan"))
     parser.add_argument("--reports", type=Path, default=Path("reports/gan"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/gan.json"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/train_gan.json"))
     parser.add_argument("--plots", type=Path, default=Path("plots/gan.csv"))
     parser.add_argument("--storage", type=Path, default=Path("ray_results"))
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """DVC stage ``train_vae``: prepared images → a VAE, its samples and its test ELBO.
 
     python -m pipelines.train_vae --params params.yaml --prepared data/prepared \
-        --out models/vae --reports reports/vae --metrics metrics/vae.json \
+        --out models/vae --reports reports/vae --metrics metrics/train_vae.json \
         --plots plots/vae.csv --storage ray_results
 
 Training runs on Ray Train (``TorchTrainer``, DDP over ``scaling.num_workers``);
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     parser.add_argument("--out", type=Path, default=Path("models/vae"))
     parser.add_argument("--reports", type=Path, default=Path("reports/vae"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/vae.json"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/train_vae.json"))
     parser.add_argument("--plots", type=Path, default=Path("plots/vae.csv"))
     parser.add_argument("--storage", type=Path, default=Path("ray_results"))
     args = parser.parse_args(argv)

@@ -80,6 +80,39 @@ def test_dvc_repro_runs_prepare(smoke_repo):
     assert "images_kept" in _run(["dvc", "metrics", "show"], smoke_repo).stdout
 
 
+def test_evaluate_writes_metrics_report_and_plots(smoke_repo):
+    if not (smoke_repo / "reports" / "index.html").exists():
+        _run(["dvc", "repro"], smoke_repo)
+    metrics = {m: json.loads((smoke_repo / "metrics" / f"{m}.json").read_text()) for m in ("captioner", "vae", "gan")}
+    cap, vae, gan = metrics["captioner"], metrics["vae"], metrics["gan"]
+    for key in ("bleu_1", "bleu_4", "rouge_l", "cider", "exact_scene_accuracy", "object_f1", "relation_f1"):
+        assert isinstance(cap[key], float), key
+    assert cap["split"] == "test" and cap["n_images"] > 0
+    assert set(cap["unavailable"]) == {k for k in ("meteor", "spice") if cap[k] is None}
+    assert all(name in cap["unavailable_reasons"] for name in cap["unavailable"])
+    assert vae["test_elbo"] < 0 and vae["test_nll_iwae"] > 0 and vae["test_bits_per_dim"] > 0
+    for m in (vae, gan):
+        assert m["fid"] >= 0 and m["n_fake"] == 16 and m["n_real"] == cap["n_images"]
+        assert m["feature_network"].startswith(("in_domain:", "inception:"))
+    assert 0 <= gan["precision"] <= 1 and 0 <= gan["recall"] <= 1
+    assert (gan["inception_score"] is None) == gan["feature_network"].startswith("in_domain:")
+    page = (smoke_repo / "reports" / "index.html").read_text()
+    assert all(f'<section id="{s}">' in page for s in ("metrics", "captions", "samples", "interpolations"))
+    # the training summaries keep their own files
+    assert all((smoke_repo / "metrics" / f"train_{m}.json").is_file() for m in ("captioner", "vae", "gan"))
+    shown = _run(["dvc", "metrics", "show"], smoke_repo).stdout
+    assert all(f"metrics/{m}.json" in shown for m in ("captioner", "vae", "gan")) and "cider" in shown
+    _run(["dvc", "plots", "show", "-o", "dvc_plots"], smoke_repo)
+    assert (smoke_repo / "dvc_plots" / "index.html").is_file()
+    # a param change: only evaluate reruns, and `dvc metrics diff` reports the change against the commit
+    _run(["git", "add", "-A"], smoke_repo)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], smoke_repo)
+    out = _run(["dvc", "exp", "run", "-S", "evaluate.num_fake=20"], smoke_repo).stdout
+    assert "Running stage 'evaluate'" in out and "Running stage 'train_gan'" not in out
+    diff = _run(["dvc", "metrics", "diff"], smoke_repo).stdout
+    assert "metrics/gan.json" in diff and "n_fake" in diff
+
+
 def test_rerun_from_scratch_is_byte_identical(smoke_repo):
     prepared = smoke_repo / "data" / "prepared"
     if not prepared.exists():

@@ -53,9 +53,9 @@ def test_stage_writes_model_predictions_metrics_and_curves(in_smoke, capsys):
     work, cfg = in_smoke
     metrics = stage.run(cfg, prepared=Path("data/prepared"), features=Path("data/features"),
                         out=Path("models/captioner"), predictions_dir=Path("data/predictions/captioner"),
-                        metrics_path=Path("metrics/captioner.json"), plots_path=Path("plots/captioner.csv"),
+                        metrics_path=Path("metrics/train_captioner.json"), plots_path=Path("plots/captioner.csv"),
                         storage=Path("ray_results"))
-    saved = json.loads(Path("metrics/captioner.json").read_text())
+    saved = json.loads(Path("metrics/train_captioner.json").read_text())
     assert saved == metrics
     for key in ("bleu_4", "cider", "exact_scene_accuracy", "names_all_objects"):
         assert 0.0 <= saved[key] <= (10.0 if key == "cider" else 1.0)
