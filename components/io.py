@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +77,19 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_file(path) as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def find_json_dir(root: str | os.PathLike, filename: str, accept: Callable[[dict], bool]) -> Path | None:
+    """The shallowest folder under ``root`` (itself included) whose ``filename`` is a JSON object ``accept`` takes.
+
+    Finds a model folder inside downloaded artifacts (e.g. an MLflow model's),
+    whatever the layout around it; None when there is none.
+    """
+    for found in sorted(Path(root).rglob(filename), key=lambda p: len(p.parts)):
+        try:
+            meta = json.loads(found.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and accept(meta):
+            return found.parent
+    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -51,8 +52,8 @@ class Captioner:
         self.length_penalty = length_penalty
 
     @torch.inference_mode()
-    def __call__(self, images: Sequence[str | os.PathLike]) -> list[str]:
-        """One caption per image file (any PIL-readable format and colour mode)."""
+    def __call__(self, images: Sequence[str | os.PathLike | BinaryIO]) -> list[str]:
+        """One caption per image: a file path or a binary file object (any format and colour mode PIL reads)."""
         if not images:
             return []
         pixels = np.stack([np.asarray(load_rgb(p, self.input_size)) for p in images])  # (B, S, S, 3)
