@@ -310,7 +310,7 @@ def register(kind: str, model_dir: str | os.PathLike, metrics: Mapping[str, Any]
     champion = _champion(client, spec.registered_name)
     decision = decide(metric, _version_metric(champion) if champion else None, names=spec.metrics,
                       higher_is_better=spec.higher_is_better,
-                      champion_version=champion.version if champion else None)
+                      champion_version=str(champion.version) if champion else None)
     client.set_registered_model_alias(spec.registered_name, decision.alias, version)
     return Registration(spec.registered_name, str(version), decision.alias,
                         _aliases(client, spec.registered_name, version), decision.reason, True,

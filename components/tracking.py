@@ -137,10 +137,11 @@ def _setup(repo_root: str | os.PathLike):
     import mlflow
 
     uri = tracking_uri(repo_root)
+    artifacts = artifact_location(repo_root)  # before set_tracking_uri, which sets MLFLOW_TRACKING_URI
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_location(repo_root))
+        mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
     mlflow.set_experiment(EXPERIMENT)
     return mlflow
 
