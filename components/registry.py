@@ -31,12 +31,15 @@ reason in the result.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import io
 import math
 import os
-from collections.abc import Mapping
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -269,6 +272,18 @@ def check_model_dir(kind: str, model_dir: str | os.PathLike) -> Path:
     return model_dir
 
 
+@contextlib.contextmanager
+def _library_code() -> Iterator[Path]:
+    """A clean copy of the ``components`` package (no ``__pycache__``) to ship with a model.
+
+    The serving process imports the pyfunc classes from it, whatever is
+    installed there (``mlflow models serve --env-manager local``).
+    """
+    with tempfile.TemporaryDirectory(prefix="capsynth-code-") as tmp:
+        yield shutil.copytree(Path(__file__).resolve().parent, Path(tmp) / "components",
+                              ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
 def _requirements() -> list[str]:
     return [f"{pkg}=={metadata.version(pkg)}" for pkg in REQUIREMENTS]
 
@@ -298,11 +313,12 @@ def register(kind: str, model_dir: str | os.PathLike, metrics: Mapping[str, Any]
                             _aliases(client, spec.registered_name, existing.version),
                             "already registered (same weights sha256)", False, *_metric_fields(metric), digest)
 
-    info = mlflow.pyfunc.log_model(
-        name=kind, python_model=spec.python_model(), artifacts={MODEL_ARTIFACT: str(model_dir)},
-        code_paths=[str(Path(__file__).resolve().parent)], signature=spec.signature(),
-        input_example=spec.input_example(), pip_requirements=_requirements(),
-    )
+    with _library_code() as code:
+        info = mlflow.pyfunc.log_model(
+            name=kind, python_model=spec.python_model(), artifacts={MODEL_ARTIFACT: str(model_dir)},
+            code_paths=[str(code)], signature=spec.signature(), input_example=spec.input_example(),
+            pip_requirements=_requirements(),
+        )
     tags = {WEIGHTS_TAG: digest}
     if metric is not None:
         tags |= {METRIC_TAG: metric.name, METRIC_VALUE_TAG: repr(metric.value)}
