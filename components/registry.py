@@ -31,6 +31,7 @@ reason in the result.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import dataclasses
 import hashlib
@@ -49,7 +50,7 @@ import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -58,6 +59,7 @@ METRIC_TAG = "capsynth.key_metric"
 METRIC_VALUE_TAG = "capsynth.key_metric_value"
 MODEL_ARTIFACT = "model_dir"  # the model folder inside the MLflow model's artifacts
 MAX_SAMPLES = 1024  # images one generator request may ask for
+DEFAULT_BEAM_SIZE = 3  # the captioner's, when a request gives no beam_size
 # what the serving process needs; logged (pinned to this environment) instead of MLflow's slow inference
 REQUIREMENTS = ("mlflow", "torch", "torchvision", "numpy", "pandas", "pillow")
 
@@ -84,12 +86,18 @@ class CaptionerModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from components.captioning.inference import Captioner
 
-        self._captioner = Captioner(context.artifacts[MODEL_ARTIFACT])
+        self._captioner = Captioner(context.artifacts[MODEL_ARTIFACT], beam_size=DEFAULT_BEAM_SIZE)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        self._captioner.beam_size = int((params or {}).get("beam_size", 3))
-        images = [io.BytesIO(image_bytes(v)) for v in model_input["image"]]
-        return pd.DataFrame({"caption": self._captioner(images)})
+        from mlflow.exceptions import MlflowException
+
+        beam_size = int((params or {}).get("beam_size", DEFAULT_BEAM_SIZE))
+        try:
+            images = [io.BytesIO(image_bytes(v)) for v in model_input["image"]]
+            captions = self._captioner(images, beam_size=beam_size)
+        except (binascii.Error, TypeError, UnidentifiedImageError) as err:  # a bad request, not a server error
+            raise MlflowException.invalid_parameter_value(f"column 'image' holds no readable image: {err}") from err
+        return pd.DataFrame({"caption": captions})
 
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
@@ -141,7 +149,7 @@ class ModelKind:
         if self.python_model is CaptionerModel:
             return ModelSignature(inputs=Schema([ColSpec("binary", "image")]),
                                   outputs=Schema([ColSpec("string", "caption")]),
-                                  params=ParamSchema([ParamSpec("beam_size", "long", 3)]))
+                                  params=ParamSchema([ParamSpec("beam_size", "long", DEFAULT_BEAM_SIZE)]))
         return ModelSignature(inputs=Schema([ColSpec("long", "n"), ColSpec("long", "seed")]),
                               outputs=Schema([ColSpec("long", "seed"), ColSpec("long", "index"),
                                               ColSpec("string", "image")]))

@@ -107,6 +107,26 @@ def test_generator_pyfunc_gives_seeded_pngs(store):
         model.predict(pd.DataFrame({"n": [0], "seed": [0]}))
 
 
+def test_captioner_pyfunc_takes_bytes_or_base64_and_refuses_a_non_image(store):
+    import base64
+
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    with tracking.stage_run("register", params={}):
+        registry.register("captioner", fixtures_models.captioner_dir(store / "captioner"), {"cider": 1.0})
+    model = mlflow.pyfunc.load_model("models:/capsynth-captioner@champion")
+    png = fixtures_models.png_bytes(4)
+    raw = model.predict(pd.DataFrame({"image": [png, fixtures_models.png_bytes(6)]}), params={"beam_size": 1})
+    encoded = model.predict(pd.DataFrame({"image": [base64.b64encode(png).decode()]}), params={"beam_size": 1})
+    assert list(raw.columns) == ["caption"] and len(raw) == 2
+    assert raw["caption"][0] == encoded["caption"][0] and raw["caption"][0]
+    assert set(raw["caption"][0].split()) <= set(fixtures_models.WORDS)
+    with pytest.raises(MlflowException, match="no readable image"):
+        model.predict(pd.DataFrame({"image": [b"not an image"]}))
+
+
 def _write_metrics(store: Path, **metrics: dict) -> dict[str, Path]:
     paths = {}
     for kind, values in metrics.items():
