@@ -8,6 +8,7 @@ within one filesystem is atomic on POSIX, so DVC never hashes a partial output.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -93,3 +94,8 @@ def find_json_dir(root: str | os.PathLike, filename: str, accept: Callable[[dict
         if isinstance(meta, dict) and accept(meta):
             return found.parent
     return None
+
+
+def short_sha256(path: str | os.PathLike, length: int = 16) -> str:
+    """The first ``length`` hex digits of a file's SHA-256: a data version for tags and run names."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:length]

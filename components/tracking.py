@@ -250,6 +250,13 @@ def log_artifacts(paths: Mapping[str, str | os.PathLike]) -> None:
             mlflow.log_artifact(str(path), artifact_path=artifact_dir)
 
 
+def set_tags(tags: Mapping[str, Any]) -> None:
+    """Tag the active run with what is known only once the stage has run (data hashes...)."""
+    import mlflow
+
+    mlflow.set_tags(loggable(tags))
+
+
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     import mlflow
 
