@@ -231,3 +231,28 @@ def test_stage_run_restores_the_active_experiment(store):
     assert mlflow.tracking.fluent._get_experiment_id() == os.environ["MLFLOW_EXPERIMENT_ID"] == mine
     with mlflow.start_run() as run:  # lands in the caller's experiment, not capsynth's
         assert run.info.experiment_id == mine
+
+
+def test_prepare_stage_logs_one_run_with_params_counts_and_data_hash(store, repo_root):
+    from pipelines import prepare
+    from pipelines.config import write_profile_params
+
+    write_profile_params(repo_root / "params.yaml", "smoke", store / "params.yaml")
+    for _ in range(2):  # a rerun of the same params: a second stage run under the same pipeline run
+        prepare.main(["--params", "params.yaml", "--out", "prepared", "--report", "report.json", "--no-progress"])
+    client = _client(store)
+    runs = client.search_runs([client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id])
+    [parent] = [r for r in runs if r.data.tags[tracking.STAGE_TAG] == "pipeline"]
+    stages = [r for r in runs if r.data.tags[tracking.STAGE_TAG] == "prepare"]
+    assert len(stages) == 2 and {r.data.tags["mlflow.parentRunId"] for r in stages} == {parent.info.run_id}
+    run = stages[0]
+    assert run.data.params["synthetic.num_images"] == "60"
+    assert run.data.metrics["images_kept"] == 60.0
+    assert run.data.tags["data_hash"] == _sha16(store / "prepared" / "images.parquet")
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "report")] == ["report/report.json"]
+
+
+def _sha16(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
