@@ -1,4 +1,4 @@
-"""MLflow adapter: the only module that talks to MLflow.
+"""MLflow adapter for runs: with :mod:`components.registry` (the model registry), the only modules that talk to MLflow.
 
 * Default store: ``sqlite:///<repo>/mlflow.db`` (absolute), artifacts in
   ``<repo>/mlartifacts``; ``MLFLOW_TRACKING_URI`` overrides both.
@@ -9,6 +9,8 @@
 * Ray Train's rank 0 logs into the same run by id (:class:`RunLogger`).
 * A remote tracking server that does not answer fails the stage at once, with
   the URI in the message.
+* A stage run puts MLflow's process-wide tracking URI and active experiment
+  back as they were; secret-looking keys and URL credentials are never logged.
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ def _open_stage_run(mlflow, stage: str, *, params: Mapping[str, Any], params_fil
     base_tags = {"git_commit": git_commit(repo_root), "dvc_stage": stage, STAGE_TAG: stage,
                  PIPELINE_TAG: pipeline_run, **(tags or {})}
     base_tags = loggable(base_tags)
-    parent = _parent_run(mlflow, pipeline_run, base_tags)
+    parent = _parent_run(mlflow, pipeline_run, {"git_commit": base_tags["git_commit"]})  # not one stage's hashes
     with mlflow.start_run(run_name=stage, tags={**base_tags, "mlflow.parentRunId": parent}) as run:
         clean = loggable(params)
         # MLflow caps one log_params call at 100 params
