@@ -55,6 +55,9 @@ def run(models: dict[str, Path], metrics_files: dict[str, Path], *, report: Path
             log.info("%s v%s: %s (%s)", done.name, done.version, done.alias or ",".join(done.aliases) or "-",
                      done.reason)
             result[kind] = dataclasses.asdict(done)
+            tracking.set_tags({f"{kind}.version": done.version, f"{kind}.aliases": ",".join(done.aliases)})
+            if done.key_metric is not None:
+                tracking.log_metrics({f"{kind}.{done.key_metric}": done.key_metric_value})
         write_json(report, result)
         tracking.log_artifacts({"report": report})
     return result

@@ -163,6 +163,8 @@ def test_register_stage_logs_a_pipeline_run_registers_three_models_idempotently(
     assert parent.data.tags[tracking.STAGE_TAG] == "pipeline" and "dvc_stage" not in parent.data.tags
     assert stage.data.tags["dvc_stage"] == "register" and "git_commit" in stage.data.tags
     assert stage.data.params["gan.key_metric"] == "fid|kid"
+    assert stage.data.metrics == {"captioner.cider": 0.4, "vae.test_elbo": -500.0}
+    assert (stage.data.tags["captioner.version"], stage.data.tags["gan.aliases"]) == ("1", CHALLENGER)
     assert stage.info.artifact_uri.startswith((store / "mlartifacts").as_uri())
 
     register.main(_stage_args(store, metrics))  # same folders: nothing new
