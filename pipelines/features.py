@@ -51,9 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = load_params(args.params).features
     with tracking.stage_run("features", params=flatten(to_dict(cfg)), params_file=args.params,
-                            tags={"backbone": cfg.backbone, "data_hash": short_sha256(args.prepared / "images.parquet")}):
+                            tags={"backbone": cfg.backbone}):
         meta = run(cfg, args.prepared, args.out, progress=not args.no_progress)
-        tracking.set_tags({"features_hash": short_sha256(args.out / "meta.json"),
+        tracking.set_tags({"data_hash": short_sha256(args.prepared / "images.parquet"),
+                           "features_hash": short_sha256(args.out / "meta.json"),
                            "backbone_weights_sha256": meta["weights_sha256"]})
         tracking.log_metrics({"num_images": meta["num_images"]})
         tracking.log_artifacts({"features": args.out / "meta.json"})
