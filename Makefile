@@ -40,5 +40,9 @@ test-fast: setup
 smoke: setup
 	dvc exp run $$($(PY) -m pipelines.cli profile smoke)
 
+# the MLflow UI on this machine only: http://127.0.0.1:5000
+mlflow-ui: setup
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
 clean:
 	rm -rf data models metrics plots reports

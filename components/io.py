@@ -8,10 +8,11 @@ within one filesystem is atomic on POSIX, so DVC never hashes a partial output.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,24 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_file(path) as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def find_json_dir(root: str | os.PathLike, filename: str, accept: Callable[[dict], bool]) -> Path | None:
+    """The shallowest folder under ``root`` (itself included) whose ``filename`` is a JSON object ``accept`` takes.
+
+    Finds a model folder inside downloaded artifacts (e.g. an MLflow model's),
+    whatever the layout around it; None when there is none.
+    """
+    for found in sorted(Path(root).rglob(filename), key=lambda p: len(p.parts)):
+        try:
+            meta = json.loads(found.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and accept(meta):
+            return found.parent
+    return None
+
+
+def short_sha256(path: str | os.PathLike, length: int = 16) -> str:
+    """The first ``length`` hex digits of a file's SHA-256: a data version for tags and run names."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:length]

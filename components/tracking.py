@@ -1,4 +1,4 @@
-"""MLflow adapter: the only module that talks to MLflow.
+"""MLflow adapter for runs: with :mod:`components.registry` (the model registry), the only modules that talk to MLflow.
 
 * Default store: ``sqlite:///<repo>/mlflow.db`` (absolute), artifacts in
   ``<repo>/mlartifacts``; ``MLFLOW_TRACKING_URI`` overrides both.
@@ -9,6 +9,8 @@
 * Ray Train's rank 0 logs into the same run by id (:class:`RunLogger`).
 * A remote tracking server that does not answer fails the stage at once, with
   the URI in the message.
+* A stage run puts MLflow's process-wide tracking URI and active experiment
+  back as they were; secret-looking keys and URL credentials are never logged.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -32,6 +35,7 @@ PIPELINE_TAG = "capsynth.pipeline_run"
 STAGE_TAG = "capsynth.stage"
 # keys that must never be logged as params or tags
 _SECRET_WORDS = ("password", "secret", "token", "access_key", "api_key", "credential")
+_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
 
 
 class TrackingUnavailable(RuntimeError):
@@ -73,7 +77,18 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def is_secret(key: str) -> bool:
+    """A key that names a credential: never logged as a param or tag."""
     return any(word in key.lower() for word in _SECRET_WORDS)
+
+
+def redact(value: Any) -> str:
+    """``value`` as a string with URL credentials (``scheme://user:pass@host``) masked."""
+    return _URL_CREDENTIALS.sub(r"\1***@", str(value))
+
+
+def loggable(items: Mapping[str, Any]) -> dict[str, str]:
+    """Params or tags fit to log: secret-looking keys dropped, URL credentials masked."""
+    return {k: redact(v) for k, v in items.items() if not is_secret(k)}
 
 
 def git_commit(repo_root: str | os.PathLike = ".") -> str:
@@ -95,14 +110,40 @@ def pipeline_run_id(params_file: str | os.PathLike, repo_root: str | os.PathLike
     return digest.hexdigest()[:12]
 
 
+@contextlib.contextmanager
+def _restore_globals() -> Iterator[None]:
+    """Put back MLflow's process-wide tracking URI and active experiment on exit.
+
+    ``mlflow.set_tracking_uri`` / ``set_experiment`` change module globals and
+    the ``MLFLOW_TRACKING_URI`` / ``MLFLOW_EXPERIMENT_ID`` environment
+    variables; a stage run must not leave them pointing at its store (a
+    caller, or the next test, would log into the wrong experiment).
+    """
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils as service
+
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    saved_uri, saved_experiment = service._tracking_uri, fluent._active_experiment_id
+    try:
+        yield
+    finally:
+        service._tracking_uri, fluent._active_experiment_id = saved_uri, saved_experiment
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _setup(repo_root: str | os.PathLike):
     import mlflow
 
     uri = tracking_uri(repo_root)
+    artifacts = artifact_location(repo_root)  # before set_tracking_uri, which sets MLFLOW_TRACKING_URI
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_location(repo_root))
+        mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
     mlflow.set_experiment(EXPERIMENT)
     return mlflow
 
@@ -143,14 +184,24 @@ def stage_run(
         tags: Extra tags (data and feature hashes, backbone...).
         repo_root: Where the embedded store lives.
     """
-    mlflow = _setup(repo_root)
+    with _restore_globals():
+        mlflow = _setup(repo_root)
+        with _open_stage_run(mlflow, stage, params=params, params_file=params_file, tags=tags,
+                             repo_root=repo_root) as run_id:
+            yield run_id
+
+
+@contextlib.contextmanager
+def _open_stage_run(mlflow, stage: str, *, params: Mapping[str, Any], params_file: str | os.PathLike,
+                    tags: Mapping[str, str] | None, repo_root: str | os.PathLike) -> Iterator[str]:
+    """The body of :func:`stage_run`, once the store is set up."""
     pipeline_run = pipeline_run_id(params_file, repo_root)
     base_tags = {"git_commit": git_commit(repo_root), "dvc_stage": stage, STAGE_TAG: stage,
                  PIPELINE_TAG: pipeline_run, **(tags or {})}
-    base_tags = {k: str(v) for k, v in base_tags.items() if not is_secret(k)}
-    parent = _parent_run(mlflow, pipeline_run, base_tags)
+    base_tags = loggable(base_tags)
+    parent = _parent_run(mlflow, pipeline_run, {"git_commit": base_tags["git_commit"]})  # not one stage's hashes
     with mlflow.start_run(run_name=stage, tags={**base_tags, "mlflow.parentRunId": parent}) as run:
-        clean = {k: v for k, v in params.items() if not is_secret(k)}
+        clean = loggable(params)
         # MLflow caps one log_params call at 100 params
         items = list(clean.items())
         for i in range(0, len(items), 100):
@@ -199,6 +250,13 @@ def log_artifacts(paths: Mapping[str, str | os.PathLike]) -> None:
             mlflow.log_artifacts(str(path), artifact_path=artifact_dir)
         elif path.exists():
             mlflow.log_artifact(str(path), artifact_path=artifact_dir)
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    """Tag the active run with what is known only once the stage has run (data hashes...)."""
+    import mlflow
+
+    mlflow.set_tags(loggable(tags))
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:

@@ -1,39 +1,67 @@
-"""``capsynth caption IMAGE... [--model DIR] [--beam-size K]``: one caption per image.
+"""``capsynth caption IMAGE... [--model DIR | models:/NAME@ALIAS] [--beam-size K]``: one caption per image.
 
-The model folder (``models/captioner`` by default) records the backbone its
-features came from; the images go through that backbone, then the decoder.
-``models:/NAME@ALIAS`` (the MLflow registry) is not supported yet: it comes
-with the registry work.
+    capsynth caption img1.png img2.jpg --model models/captioner
+    capsynth caption img1.png --model models:/capsynth-captioner@champion
+
+``--model`` is a model folder written by ``train_captioner`` (``models/captioner``
+by default), or an MLflow registry URI ``models:/NAME@ALIAS`` (or
+``models:/NAME/VERSION``) of the project's store, whose artifacts hold such a
+folder (the ``register`` stage puts it there). The folder records the backbone
+its features came from; the images go through that backbone, then the decoder.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from components.captioning.inference import Captioner
+from components.captioning.io import CONFIG_FILE, FORMAT_VERSION
+from components.io import find_json_dir
 from pipelines.common import stage_main
+
+
+def find_model_dir(root: Path) -> Path:
+    """The caption model folder under ``root`` (itself included), e.g. inside a downloaded MLflow model."""
+    found = find_json_dir(root, CONFIG_FILE,
+                          lambda meta: meta.get("format_version") == FORMAT_VERSION and "model" in meta
+                          and "kind" not in meta)
+    if found is None:
+        raise FileNotFoundError(f"{root} holds no caption model folder ({CONFIG_FILE} with a 'model' config): "
+                                "train a captioner first (dvc repro)")
+    return found
+
+
+def write_captions(images: list[Path], model_dir: Path, *, beam_size: int) -> None:
+    """Print ``path<TAB>caption`` per image."""
+    captioner = Captioner(find_model_dir(model_dir), beam_size=beam_size)
+    for path, caption in zip(images, captioner(images)):
+        print(f"{path}\t{caption}")
+    sys.stdout.flush()
 
 
 @stage_main("caption")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="capsynth caption", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path, help="image files (any format PIL reads)")
-    parser.add_argument("--model", default="models/captioner", help="model folder (default: %(default)s)")
+    parser.add_argument("--model", default="models/captioner",
+                        help="model folder or models:/NAME@ALIAS (default: %(default)s)")
     parser.add_argument("--beam-size", type=int, default=3, help="1: greedy (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.model.startswith("models:/"):
-        parser.error("models:/NAME@ALIAS needs the MLflow registry, not available yet: pass a model folder")
-    if not Path(args.model, "config.json").is_file():
-        raise FileNotFoundError(f"{args.model}/config.json not found: train a captioner first (dvc repro)")
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"no such image: {', '.join(missing)}")
-    captioner = Captioner(args.model, beam_size=args.beam_size)
-    for path, caption in zip(args.images, captioner(args.images)):
-        print(f"{path}\t{caption}")
-    sys.stdout.flush()
+    if args.model.startswith("models:/"):
+        from components import tracking
+
+        with tempfile.TemporaryDirectory(prefix="capsynth-caption-") as tmp:
+            write_captions(args.images, tracking.download_artifacts(args.model, tmp), beam_size=args.beam_size)
+    else:
+        if not Path(args.model).is_dir():
+            raise FileNotFoundError(f"{args.model} not found: train a captioner first (dvc repro)")
+        write_captions(args.images, Path(args.model), beam_size=args.beam_size)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     capsynth profile smoke                        print `dvc exp run` -S args
     capsynth profile smoke --write OUT.yaml       params.yaml + profile, as a file
     capsynth sample --model DIR -n 64 --seed S OUT.png   samples of a VAE/GAN as a PNG grid
-    capsynth caption IMAGE... [--model DIR] [--beam-size K]   one caption per image
+    capsynth caption IMAGE... [--model DIR|models:/NAME@ALIAS] [--beam-size K]   one caption per image
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from pipelines import config
 # stage name -> module with a `main(argv)`; imported lazily so `capsynth --help` is fast
 STAGES = {"prepare": "pipelines.prepare", "features": "pipelines.features",
           "train_captioner": "pipelines.train_captioner",
-          "train_vae": "pipelines.train_vae", "train_gan": "pipelines.train_gan"}
+          "train_vae": "pipelines.train_vae", "train_gan": "pipelines.train_gan",
+          "register": "pipelines.register"}
 # other commands with their own argument parser, dispatched the same way
 TOOLS = {"sample": ("pipelines.sample", "draw images from a VAE/GAN: sample --model DIR -n 64 --seed S OUT.png"),
-         "caption": ("pipelines.caption", "caption image files: caption IMAGE... --model DIR --beam-size K")}
+         "caption": ("pipelines.caption", "caption image files: caption IMAGE... --model DIR|models:/NAME@ALIAS --beam-size K")}
 
 
 def _profile(args: argparse.Namespace) -> None:

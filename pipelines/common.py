@@ -10,6 +10,7 @@ from collections.abc import Callable
 from components.config import ConfigError
 from components.data.images import BadImageError
 from components.data.schema import DatasetFormatError
+from components.tracking import TrackingUnavailable
 
 # Errors caused by the user's input or params: one clear line, no traceback.
 USER_ERRORS = (ConfigError, DatasetFormatError, BadImageError, FileNotFoundError)
@@ -32,7 +33,7 @@ def stage_main(name: str) -> Callable[[Callable[..., None]], Callable[..., None]
             except USER_ERRORS as err:
                 print(f"capsynth {name}: error: {err}", file=sys.stderr)
                 sys.exit(2)
-            except StageFailed as err:
+            except (StageFailed, TrackingUnavailable) as err:
                 print(f"capsynth {name}: failed: {err}", file=sys.stderr)
                 sys.exit(1)
 

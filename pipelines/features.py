@@ -15,10 +15,11 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from components.config import ConfigError
+from components import tracking
+from components.config import ConfigError, flatten, to_dict
 from components.features.extract import extract_features
 from components.features.weights import WeightsError, check_available
-from components.io import atomic_dir
+from components.io import atomic_dir, short_sha256
 from components.ray_adapter import init_ray
 from pipelines.common import stage_main
 from pipelines.config import FeaturesConfig, load_params
@@ -49,7 +50,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     cfg = load_params(args.params).features
-    meta = run(cfg, args.prepared, args.out, progress=not args.no_progress)
+    with tracking.stage_run("features", params=flatten(to_dict(cfg)), params_file=args.params,
+                            tags={"backbone": cfg.backbone}):
+        meta = run(cfg, args.prepared, args.out, progress=not args.no_progress)
+        tracking.set_tags({"data_hash": short_sha256(args.prepared / "images.parquet"),
+                           "features_hash": short_sha256(args.out / "meta.json"),
+                           "backbone_weights_sha256": meta["weights_sha256"]})
+        tracking.log_metrics({"num_images": meta["num_images"]})
+        tracking.log_artifacts({"features": args.out / "meta.json"})
     log.info("wrote %d images x (%d x %d grid + pooled) x %d channels, %s, to %s (weights %s, sha256 %s)",
              meta["num_images"], meta["grid_size"], meta["grid_size"], meta["channels"], meta["dtype"],
              args.out, meta["weights_source"], meta["weights_sha256"][:16])

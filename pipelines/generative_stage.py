@@ -7,7 +7,6 @@ run, and writing curves and PNGs are written once.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +20,7 @@ from PIL import Image
 
 from components.config import to_dict
 from components.generative.data import load_images
-from components.io import atomic_file
+from components.io import atomic_file, short_sha256
 from components.train.ray_trainer import ScalingSpec, TrainingFailed, fit, make_trainer, stable_run_name
 from pipelines.common import StageFailed
 
@@ -45,7 +44,7 @@ def image_splits(prepared: Path) -> dict[str, list[str]]:
 
 def data_hash(prepared: Path) -> str:
     """Short hash of the images table: part of the run name and an MLflow tag."""
-    return hashlib.sha256((prepared / "images.parquet").read_bytes()).hexdigest()[:16]
+    return short_sha256(prepared / "images.parquet")
 
 
 def eval_images(splits: dict[str, list[str]], size: int, threads: int = 2) -> tuple[str, torch.Tensor]:

@@ -15,11 +15,13 @@ import logging
 import os
 from pathlib import Path
 
+from components import tracking
+from components.config import flatten, to_dict
 from components.data.loaders import load_dataset
 from components.data.prepare import prepare_dataset
 from components.data.schema import AnnotationSource
 from components.data.synthetic import write_synthetic_coco
-from components.io import atomic_dir, write_json
+from components.io import atomic_dir, short_sha256, write_json
 from pipelines.common import stage_main
 from pipelines.config import PrepareConfig, load_params
 
@@ -82,7 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     cfg = load_params(args.params).prepare
-    report = run(cfg, args.out, args.report, progress=not args.no_progress)
+    with tracking.stage_run("prepare", params=flatten(to_dict(cfg)), params_file=args.params,
+                            tags={"dataset": cfg.dataset}):
+        report = run(cfg, args.out, args.report, progress=not args.no_progress)
+        tracking.set_tags({"data_hash": short_sha256(args.out / "images.parquet")})
+        tracking.log_metrics({k: v for k, v in report["counts"].items() if isinstance(v, (int, float))})
+        tracking.log_artifacts({"report": args.report})
     c = report["counts"]
     log.info("kept %d/%d images and %d/%d captions; skipped %s; wrote %s and %s",
              c["images_kept"], c["images_found"], c["captions_kept"], c["captions_found"],

@@ -13,7 +13,6 @@ its EMA generator when the folder has one.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
 from pathlib import Path
@@ -21,19 +20,15 @@ from pathlib import Path
 from components.generative.io import CONFIG_FILE, load_generator
 from components.generative.models import MODELS
 from components.generative.sampling import image_grid, sample
-from components.io import atomic_file
+from components.io import atomic_file, find_json_dir
 from pipelines.common import stage_main
 
 
 def find_model_dir(root: Path) -> Path:
     """The folder under ``root`` (itself included) that holds a generative model's ``config.json``."""
-    for config in sorted(root.rglob(CONFIG_FILE), key=lambda p: len(p.parts)):
-        try:
-            meta = json.loads(config.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(meta, dict) and meta.get("kind") in MODELS and "format_version" in meta:
-            return config.parent
+    found = find_json_dir(root, CONFIG_FILE, lambda meta: meta.get("kind") in MODELS and "format_version" in meta)
+    if found is not None:
+        return found
     raise FileNotFoundError(f"{root} holds no VAE/GAN model folder (a {CONFIG_FILE} with a 'kind' of "
                             f"{', '.join(sorted(MODELS))})")
 

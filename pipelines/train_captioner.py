@@ -16,7 +16,6 @@ run's last checkpoint under ``--storage``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import time
@@ -32,7 +31,7 @@ from components.captioning.models import CaptionModelConfig, build_model
 from components.config import flatten, to_dict
 from components.data.synthetic import read_scenes
 from components.features.store import read_meta
-from components.io import atomic_dir, atomic_file, write_json
+from components.io import atomic_dir, atomic_file, short_sha256, write_json
 from components.metrics.captions import quick_scores
 from components.metrics.semantic import scene_accuracy
 from components.ray_adapter import init_ray
@@ -43,10 +42,6 @@ from pipelines.config import TrainCaptionerConfig, load_params
 log = logging.getLogger("train_captioner")
 
 CURVE_KEYS = ("epoch", "train_loss", "val_loss", "val_bleu_4", "val_cider", "lr", "train_captions_per_s")
-
-
-def _file_sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def write_curves(path: Path, history: list[dict]) -> None:
@@ -61,8 +56,8 @@ def run(cfg: TrainCaptionerConfig, *, prepared: Path, features: Path, out: Path,
         metrics_path: Path, plots_path: Path, storage: Path, params_file: str = "params.yaml") -> dict:
     """Train, then write the model folder, predictions, metrics and curves."""
     meta = read_meta(features)
-    data_hash = {"features": meta.get("weights_sha256", ""), "features_meta": _file_sha(features / "meta.json"),
-                 "captions": _file_sha(prepared / "captions.parquet")}
+    data_hash = {"features": meta.get("weights_sha256", ""), "features_meta": short_sha256(features / "meta.json"),
+                 "captions": short_sha256(prepared / "captions.parquet")}
     run_name = stable_run_name("captioner", to_dict(cfg.model), to_dict(cfg.train),
                                to_dict(cfg.scaling), data_hash)
     init_ray()

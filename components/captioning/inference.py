@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -51,8 +52,12 @@ class Captioner:
         self.length_penalty = length_penalty
 
     @torch.inference_mode()
-    def __call__(self, images: Sequence[str | os.PathLike]) -> list[str]:
-        """One caption per image file (any PIL-readable format and colour mode)."""
+    def __call__(self, images: Sequence[str | os.PathLike | BinaryIO], *, beam_size: int | None = None) -> list[str]:
+        """One caption per image: a file path or a binary file object (any format and colour mode PIL reads).
+
+        ``beam_size`` overrides the captioner's for this call (1: greedy).
+        """
+        beam_size = self.beam_size if beam_size is None else beam_size
         if not images:
             return []
         pixels = np.stack([np.asarray(load_rgb(p, self.input_size)) for p in images])  # (B, S, S, 3)
@@ -60,8 +65,8 @@ class Captioner:
         grid, pooled = self.backbone.extract(x)  # (B, C, g, g), (B, C)
         grid = grid.flatten(2).transpose(1, 2)  # (B, P, C)
         max_length = self.vocab.max_caption_length + 1
-        if self.beam_size > 1:
-            result = beam_search(self.model, grid, pooled, beam_size=self.beam_size, max_length=max_length,
+        if beam_size > 1:
+            result = beam_search(self.model, grid, pooled, beam_size=beam_size, max_length=max_length,
                                  length_penalty=self.length_penalty)
         else:
             result = greedy_decode(self.model, grid, pooled, max_length=max_length)

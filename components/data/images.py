@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -85,8 +86,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> Image.Image:
-    """Open ``path`` as an RGB image, optionally resized to ``size`` (bilinear)."""
+def load_rgb(path: str | os.PathLike | BinaryIO, size: int | tuple[int, int] | None = None) -> Image.Image:
+    """Open ``path`` (or a binary file object) as an RGB image, optionally resized to ``size`` (bilinear)."""
     with Image.open(path) as img:
         img.load()
         rgb = to_rgb(img)

@@ -80,6 +80,25 @@ def test_dvc_repro_runs_prepare(smoke_repo):
     assert "images_kept" in _run(["dvc", "metrics", "show"], smoke_repo).stdout
 
 
+def test_repro_groups_its_stage_runs_and_registers_three_models(smoke_repo):
+    from mlflow import MlflowClient
+
+    report_path = smoke_repo / "reports" / "register.json"
+    if not report_path.exists():
+        _run(["dvc", "repro"], smoke_repo)
+    report = json.loads(report_path.read_text())
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke_repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("capsynth").experiment_id
+    runs = client.search_runs([experiment])
+    [parent] = [r for r in runs if r.data.tags["capsynth.stage"] == "pipeline"]
+    stages = {r.data.tags["capsynth.stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert {"prepare", "features", "train_captioner", "train_vae", "train_gan", "evaluate", "register"} <= stages
+    for kind, name in (("captioner", "capsynth-captioner"), ("vae", "capsynth-vae"), ("gan", "capsynth-gan")):
+        version = client.get_model_version(name, report[kind]["version"])
+        assert version.aliases and set(version.aliases) <= {"champion", "challenger"}
+    assert client.get_model_version_by_alias("capsynth-captioner", "champion").version is not None
+
+
 def test_evaluate_writes_metrics_report_and_plots(smoke_repo):
     if not (smoke_repo / "reports" / "index.html").exists():
         _run(["dvc", "repro"], smoke_repo)

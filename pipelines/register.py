@@ -1,0 +1,82 @@
+"""DVC stage ``register``: the three model folders into the MLflow model registry.
+
+    python -m pipelines.register --params params.yaml \
+        --captioner models/captioner --vae models/vae --gan models/gan \
+        --captioner-metrics metrics/captioner.json --vae-metrics metrics/vae.json \
+        --gan-metrics metrics/gan.json --report reports/register.json
+
+Each folder is logged as a pyfunc model and registered as ``capsynth-captioner``,
+``capsynth-vae`` and ``capsynth-gan`` (see :mod:`components.registry`);
+``champion`` moves to a new version only when its key metric beats the current
+champion's, else the version is the ``challenger``. A folder registered before
+(same hash) is found, not added again. ``--report`` says which version got
+which alias, and why. A missing model folder or metrics file is an error; a
+missing key metric is not (the version becomes a challenger, with the reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from components import registry, tracking
+from components.io import write_json
+from pipelines.common import stage_main
+
+log = logging.getLogger("register")
+
+
+def read_metrics(path: Path) -> dict:
+    """The metrics JSON of one model (an object)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the stage that evaluates this model first")
+    metrics = json.loads(path.read_text())
+    if not isinstance(metrics, dict):
+        raise FileNotFoundError(f"{path} holds no JSON object of metrics")
+    return metrics
+
+
+def run(models: dict[str, Path], metrics_files: dict[str, Path], *, report: Path,
+        params_file: str = "params.yaml") -> dict[str, dict]:
+    """Register every model folder in ``models`` (kind -> folder); write and return the report."""
+    metrics = {kind: read_metrics(metrics_files[kind]) for kind in models}
+    for kind, folder in models.items():  # fail before anything is logged
+        registry.check_model_dir(kind, folder)
+    params = {f"{kind}.{what}": str(path) for what, paths in (("model", models), ("metrics", metrics_files))
+              for kind, path in paths.items()}
+    params |= {f"{kind}.key_metric": "|".join(registry.KINDS[kind].metrics) for kind in models}
+    with tracking.stage_run("register", params=params, params_file=params_file):
+        result = {}
+        for kind, folder in models.items():
+            done = registry.register(kind, folder, metrics[kind])
+            log.info("%s v%s: %s (%s)", done.name, done.version, done.alias or ",".join(done.aliases) or "-",
+                     done.reason)
+            result[kind] = dataclasses.asdict(done)
+            tracking.set_tags({f"{kind}.version": done.version, f"{kind}.aliases": ",".join(done.aliases)})
+            if done.key_metric is not None:
+                tracking.log_metrics({f"{kind}.{done.key_metric}": done.key_metric_value})
+        write_json(report, result)
+        tracking.log_artifacts({"report": report})
+    return result
+
+
+@stage_main("register")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="hashed into the pipeline run id")
+    for kind in registry.KINDS:
+        parser.add_argument(f"--{kind}", type=Path, default=Path(f"models/{kind}"), help="model folder")
+        parser.add_argument(f"--{kind}-metrics", type=Path, default=Path(f"metrics/{kind}.json"),
+                            help="its metrics JSON")
+    parser.add_argument("--report", type=Path, default=Path("reports/register.json"))
+    args = parser.parse_args(argv)
+    models = {kind: getattr(args, kind) for kind in registry.KINDS}
+    metrics_files = {kind: getattr(args, f"{kind}_metrics") for kind in registry.KINDS}
+    run(models, metrics_files, report=args.report, params_file=args.params)
+
+
+if __name__ == "__main__":
+    main()
