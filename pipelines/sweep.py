@@ -1,0 +1,246 @@
+"""``capsynth sweep captioner|vae|gan``: a Ray Tune search over a training stage's params.
+
+    python -m pipelines.cli sweep captioner --params params.yaml \
+        --prepared data/prepared --features data/features \
+        --storage ray_results --out reports/sweep_captioner.json
+
+Each trial trains the stage's own ``TorchTrainer`` (``build_trainer`` of the
+stage module, so scaling, storage and failure handling are the stage's), with
+the stage's params changed at the keys of ``sweep.<family>.space``. Ray Train
+reports every epoch to Tune (``TuneReportCallback``); the ASHA scheduler stops
+poor trials at its rungs. Trials run as many at once as the cluster holds with
+each trial's workers (``max_concurrent: 0``), so a 2-CPU machine never waits on
+itself.
+
+MLflow: one ``sweep_<family>`` run (nested in the pipeline run) with a child
+run per trial (its params, per-epoch metrics, and whether ASHA stopped it).
+The best config is printed and written to ``--out`` (a JSON summary) and beside
+it as ``<out>.txt``, the ``-S`` arguments for ``dvc exp run $(cat ...)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from components import tracking
+from components.config import ConfigError, build, flatten, to_dict
+from components.generative.fit import train_loop_per_worker_gan, train_loop_per_worker_vae
+from components.io import atomic_file, write_json
+from components.ray_adapter import cluster_resources, init_ray
+from components.train.ray_trainer import fit
+from pipelines import generative_stage, train_captioner
+from pipelines.common import StageFailed, stage_main
+from pipelines.config import SearchDim, SweepFamilyConfig, load_params, set_arg
+
+log = logging.getLogger("sweep")
+
+# family -> its training stage's params group
+GROUPS = {"captioner": "train_captioner", "vae": "train_vae", "gan": "train_gan"}
+# keys of a Tune result that are not the stage's own metrics
+# CPUs of a trial's own process: it only waits on its Ray Train workers, which reserve the rest
+TRIAL_CPU = 0.1
+_NOT_METRICS = {"done", "trial_id", "checkpoint_path", "epoch", "epoch_start_time", "should_checkpoint"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepJob:
+    """What every trial needs, picklable: the base config and a trainer factory bound to the data."""
+
+    family: str
+    base: Any  # the stage's config dataclass (TrainCaptionerConfig, ...)
+    build_trainer: Callable[..., Any]  # (cfg, *, run_name, callbacks) -> TorchTrainer
+
+
+def check_space(space: dict[str, SearchDim], base: Any, group: str) -> None:
+    """Every searched key must be a param of the stage's group (a typo names the key)."""
+    known = flatten(to_dict(base))
+    for key in space:
+        if key not in known:
+            close = sorted(k for k in known if k.split(".")[-1] == key.split(".")[-1])
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"sweep space: '{key}' is not a param of {group}{hint}")
+
+
+def apply_overrides(base: Any, overrides: dict[str, Any], group: str) -> Any:
+    """``base`` with dotted keys replaced, rebuilt strictly (a value of the wrong type names its key)."""
+    data = to_dict(base)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return build(type(base), data, source="sweep trial", prefix=group)
+
+
+def tune_space(space: dict[str, SearchDim]) -> dict[str, Any]:
+    """The search space as Tune samplers."""
+    from ray import tune
+
+    def sampler(dim: SearchDim) -> Any:
+        if dim.type == "choice":
+            return tune.choice(list(dim.values))
+        return (tune.loguniform if dim.type == "loguniform" else tune.uniform)(dim.low, dim.high)
+
+    return {key: sampler(dim) for key, dim in space.items()}
+
+
+def trials_at_once(sweep: SweepFamilyConfig, base: Any, resources: dict[str, float]) -> int:
+    """``max_concurrent`` or, when 0, as many trials as the cluster holds at once.
+
+    A trial holds :data:`TRIAL_CPU` for its own process plus its Ray Train
+    workers' CPUs (and GPUs), so 2 CPUs run one 1-worker trial at a time.
+
+    Raises:
+        ConfigError: one trial alone needs more than the cluster has (it would wait forever).
+    """
+    use_gpu = bool(base.scaling.use_gpu) or (base.scaling.use_gpu is None and resources.get("GPU", 0) > 0)
+    need_cpu = base.scaling.num_workers * base.train.threads_per_worker + TRIAL_CPU
+    fits = int(resources.get("CPU", 0) / need_cpu + 1e-9)
+    if use_gpu:
+        fits = min(fits, int(resources.get("GPU", 0)) // base.scaling.num_workers)
+    if fits < 1:
+        raise ConfigError(f"one trial needs {need_cpu:g} CPU{' and GPUs' if use_gpu else ''} (scaling.num_workers x "
+                          f"train.threads_per_worker, + {TRIAL_CPU} for the trial) but the cluster has "
+                          f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU: lower "
+                          "scaling.num_workers or train.threads_per_worker of the stage")
+    return min(sweep.max_concurrent or fits, fits, sweep.num_samples)
+
+
+def _trial(config: dict[str, Any], *, job: SweepJob) -> None:
+    """One Tune trial: the stage's trainer with this trial's params; epochs are reported to Tune."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    cfg = apply_overrides(job.base, config, GROUPS[job.family])
+    run_name = f"{job.family}-{tune.get_context().get_trial_id()}"
+    fit(job.build_trainer(cfg, run_name=run_name, callbacks=[TuneReportCallback()]))
+
+
+def make_job(family: str, base: Any, *, prepared: Path, features: Path, storage: Path) -> SweepJob:
+    """Bind the stage's ``build_trainer`` to the data (absolute paths: trials run elsewhere)."""
+    if family == "captioner":
+        build_fn = functools.partial(train_captioner.build_trainer, prepared=prepared.resolve(),
+                                     features=features.resolve(), storage=storage, logger=None)
+    else:
+        loop = train_loop_per_worker_vae if family == "vae" else train_loop_per_worker_gan
+        build_fn = functools.partial(generative_stage.build_trainer, loop,
+                                     paths=generative_stage.image_splits(prepared), storage=storage, logger=None)
+    return SweepJob(family, base, build_fn)
+
+
+def _history(result: Any) -> list[dict[str, float]]:
+    """Per-epoch numeric metrics of one trial (``step`` = epoch), Tune's own keys left out."""
+    from ray.tune.result import AUTO_RESULT_KEYS
+
+    frame = result.metrics_dataframe
+    if frame is None:
+        return []
+    rows = []
+    for i, row in enumerate(frame.to_dict("records")):
+        keep = {k: float(v) for k, v in row.items()
+                if k not in _NOT_METRICS and k not in AUTO_RESULT_KEYS and not k.startswith("config/")
+                and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        rows.append({"step": int(row.get("epoch", i)), **keep})
+    return rows
+
+
+def run(family: str, *, params_file: str, prepared: Path, features: Path, storage: Path, out: Path) -> dict:
+    """Run the sweep; log the trials; write and return the summary with the best config."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    params = load_params(params_file)
+    group = GROUPS[family]
+    sweep, base = getattr(params.sweep, family), getattr(params, group)
+    check_space(sweep.space, base, group)
+    init_ray()
+    at_once = trials_at_once(sweep, base, cluster_resources())
+    storage = storage.resolve()
+    name = f"sweep-{family}-{time.strftime('%Y%m%d-%H%M%S')}"
+    job = make_job(family, base, prepared=prepared, features=features, storage=storage / name / "train")
+    trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": TRIAL_CPU})
+    tuner = tune.Tuner(
+        trainable,
+        param_space=tune_space(sweep.space),
+        tune_config=tune.TuneConfig(
+            metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=base.train.epochs,
+                                    grace_period=min(sweep.grace_period, base.train.epochs),
+                                    reduction_factor=sweep.reduction_factor),
+            # the concurrency limit belongs to the search algorithm (Tune ignores max_concurrent_trials
+            # next to a BasicVariantGenerator)
+            search_alg=BasicVariantGenerator(random_state=sweep.seed, max_concurrent=at_once),
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1),
+    )
+    log.info("%s: %d trials, %d at once, ASHA on %s (%s)", name, sweep.num_samples, at_once, sweep.metric,
+             sweep.mode)
+    with tracking.stage_run(f"sweep_{family}", params=flatten({"sweep": to_dict(sweep), group: to_dict(base)}),
+                            params_file=params_file, tags={"capsynth.sweep": name}) as sweep_run:
+        start = time.perf_counter()
+        grid = tuner.fit()
+        seconds = time.perf_counter() - start
+        trials = [_log_trial(sweep_run, result, sweep, base, family) for result in grid]
+        try:
+            best = grid.get_best_result(metric=sweep.metric, mode=sweep.mode, scope="last")
+        except RuntimeError as err:
+            raise StageFailed(f"sweep {name}: no trial reported {sweep.metric} ({err})") from err
+        overrides = {f"{group}.{k}": v for k, v in best.config.items()}
+        summary = {"family": family, "sweep": name, "metric": sweep.metric, "mode": sweep.mode,
+                   "best_value": best.metrics[sweep.metric], "best_trial": best.metrics["trial_id"],
+                   "best_config": overrides, "set_args": [set_arg(k, v) for k, v in overrides.items()],
+                   "trials_at_once": at_once, "seconds": round(seconds, 1), "mlflow_run_id": sweep_run,
+                   "trials": trials}
+        tracking.log_metrics({f"best_{sweep.metric}": summary["best_value"], "sweep_seconds": seconds})
+        write_json(out, summary)
+        with atomic_file(out.with_suffix(".txt")) as f:
+            f.write(" ".join(f"-S {arg}" for arg in summary["set_args"]) + "\n")
+        tracking.log_artifacts({"sweep": out})
+    return summary
+
+
+def _log_trial(sweep_run: str, result: Any, sweep: SweepFamilyConfig, base: Any, family: str) -> dict:
+    """One trial as a child MLflow run; its line of the summary."""
+    history = _history(result)
+    metrics = result.metrics or {}
+    last, trial_id = metrics.get(sweep.metric), metrics.get("trial_id") or Path(result.path).name
+    stopped_early = result.error is None and len(history) < base.train.epochs
+    tracking.log_child_run(
+        sweep_run, f"{family}-{trial_id}", params=result.config, history=history, failed=result.error is not None,
+        tags={"capsynth.trial": str(trial_id), "capsynth.stopped_early": str(stopped_early),
+              "capsynth.error": str(result.error).splitlines()[0][:200] if result.error else ""})
+    return {"trial": trial_id, "config": result.config, sweep.metric: last, "epochs": len(history),
+            "stopped_early": stopped_early, "error": result.error is not None}
+
+
+@stage_main("sweep")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="capsynth sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("family", choices=sorted(GROUPS))
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--features", type=Path, default=Path("data/features"))
+    parser.add_argument("--storage", type=Path, default=Path("ray_results"))
+    parser.add_argument("--out", type=Path, help="summary JSON (default: reports/sweep_<family>.json)")
+    args = parser.parse_args(argv)
+    out = args.out or Path(f"reports/sweep_{args.family}.json")
+    summary = run(args.family, params_file=args.params, prepared=args.prepared, features=args.features,
+                  storage=args.storage, out=out)
+    print(f"best {summary['metric']} = {summary['best_value']:.4g} ({summary['best_trial']}); run it with:")
+    print("dvc exp run " + " ".join(f"-S {arg}" for arg in summary["set_args"]))
+    print(f"wrote {out} and {out.with_suffix('.txt')}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
