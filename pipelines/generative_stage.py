@@ -61,12 +61,15 @@ def last_checkpoint(storage: Path, run_name: str) -> Path | None:
 
 
 def build_trainer(loop: Callable[[dict], None], cfg: Any, *, paths: dict[str, list[str]], storage: Path,
-                  run_name: str, logger: Any, callbacks: Sequence[Any] = ()):
-    """The VAE's or GAN's ``TorchTrainer``: the stages and each sweep trial build it here."""
+                  run_name: str, logger: Any, callbacks: Sequence[Any] = (), **hooks: Any):
+    """The VAE's or GAN's ``TorchTrainer``: the stages and each sweep trial build it here.
+
+    ``hooks`` go into the loop config as they are (tests: the GAN's ``on_step``).
+    """
     return make_trainer(
         loop,
         {"paths": {"train": paths["train"], "val": paths["val"]}, "model": cfg.model, "train": cfg.train,
-         "logger": logger},
+         "logger": logger, **hooks},
         scaling=ScalingSpec.from_params(cfg.scaling, cfg.train.threads_per_worker),
         run_name=run_name,
         storage_path=str(storage),

@@ -164,7 +164,7 @@ def run(family: str, *, params_file: str, prepared: Path, features: Path, storag
     group = GROUPS[family]
     sweep, base = getattr(params.sweep, family), getattr(params, group)
     check_space(sweep.space, base, group)
-    init_ray()
+    init_ray(dashboard=True)  # the State API cleans up after trials that ASHA stops (see init_ray)
     at_once = trials_at_once(sweep, base, cluster_resources())
     storage = storage.resolve()
     name = f"sweep-{family}-{time.strftime('%Y%m%d-%H%M%S')}"

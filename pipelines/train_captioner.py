@@ -67,12 +67,15 @@ def data_version(prepared: Path, features: Path) -> dict[str, str]:
 
 
 def build_trainer(cfg: TrainCaptionerConfig, *, prepared: Path, features: Path, storage: Path, run_name: str,
-                  logger: tracking.RunLogger | None, callbacks: Sequence[Any] = ()):
-    """The captioner's ``TorchTrainer``: the stage and each sweep trial build it here."""
+                  logger: tracking.RunLogger | None, callbacks: Sequence[Any] = (), **hooks: Any):
+    """The captioner's ``TorchTrainer``: the stage and each sweep trial build it here.
+
+    ``hooks`` go into the loop config as they are (tests: ``on_step``).
+    """
     return make_trainer(
         train_loop_per_worker,
         {"features_dir": str(features.resolve()), "prepared_dir": str(prepared.resolve()),
-         "arch": cfg.model, "train": cfg.train, "logger": logger},
+         "arch": cfg.model, "train": cfg.train, "logger": logger, **hooks},
         scaling=ScalingSpec.from_params(cfg.scaling, cfg.train.threads_per_worker),
         run_name=run_name,
         storage_path=str(storage),
