@@ -45,9 +45,9 @@ log = logging.getLogger("sweep")
 
 # family -> its training stage's params group
 GROUPS = {"captioner": "train_captioner", "vae": "train_vae", "gan": "train_gan"}
-# keys of a Tune result that are not the stage's own metrics
 # CPUs of a trial's own process: it only waits on its Ray Train workers, which reserve the rest
 TRIAL_CPU = 0.1
+# keys of a Tune result that are not the stage's own metrics
 _NOT_METRICS = {"done", "trial_id", "checkpoint_path", "epoch", "epoch_start_time", "should_checkpoint"}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -96,6 +97,24 @@ def ray_job(args: list[str], env: dict[str, str], timeout: float) -> subprocess.
     return subprocess.run([RAY, "job", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def submit(address: str, runtime_env: dict, entrypoint: str, env: dict[str, str]) -> tuple[str, str]:
+    """``ray job submit`` (waits for the end, tailing the logs); returns (job id, output).
+
+    Right after start the head's dashboard may answer before its node agent
+    takes jobs ("No available agent"): then it tries again, for up to a minute.
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        job_id = f"capsynth-test-{secrets.token_hex(4)}"
+        done = ray_job(["submit", "--address", address, "--submission-id", job_id,
+                        "--runtime-env-json", json.dumps(runtime_env), "--", "bash", "-c", entrypoint], env, 600)
+        output = done.stdout + done.stderr
+        if done.returncode == 0 or "No available agent" not in output or time.monotonic() > deadline:
+            assert done.returncode == 0, output[-6000:]
+            return job_id, output
+        time.sleep(3)
+
+
 def test_submitted_smoke_stages_succeed_and_log_to_mlflow(ray_head, tmp_path):
     import mlflow
 
@@ -112,13 +131,10 @@ def test_submitted_smoke_stages_succeed_and_log_to_mlflow(ray_head, tmp_path):
         f" && python -m pipelines.train_vae --params {params} --prepared {out['data']}/prepared"
         f" --out {out['models']}/vae --reports {out['reports']}/vae --metrics {out['metrics']}/train_vae.json"
         f" --plots {out['plots']}/vae.csv --storage {out['ray_results']}")
-    job_id = f"capsynth-test-{secrets.token_hex(4)}"
-
-    submit = ray_job(["submit", "--address", address, "--submission-id", job_id,
-                      "--runtime-env-json", json.dumps(runtime_env), "--", "bash", "-c", entrypoint], env, 600)
-    assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
+    job_id, _ = submit(address, runtime_env, entrypoint, env)
     status = ray_job(["status", "--address", address, job_id], env, 60)
-    assert f"Status for job '{job_id}': SUCCEEDED" in status.stdout + status.stderr
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", status.stdout + status.stderr)  # no colours
+    assert f"Status for job '{job_id}': SUCCEEDED" in plain, plain
 
     # the outputs are where the job was told to write them
     assert (out["data"] / "prepared" / "images.parquet").is_file()
