@@ -192,13 +192,12 @@ def run(family: str, *, params_file: str, prepared: Path, features: Path, storag
         grid = tuner.fit()
         seconds = time.perf_counter() - start
         trials = [_log_trial(sweep_run, result, sweep, base, family) for result in grid]
-        try:
-            best = grid.get_best_result(metric=sweep.metric, mode=sweep.mode, scope="last")
-        except RuntimeError as err:
-            raise StageFailed(f"sweep {name}: no trial reported {sweep.metric} ({err})") from err
-        overrides = {f"{group}.{k}": v for k, v in best.config.items()}
+        best = best_trial(trials, sweep.metric, sweep.mode)
+        if best is None:
+            raise StageFailed(f"sweep {name}: no trial reported a finite {sweep.metric}")
+        overrides = {f"{group}.{k}": v for k, v in best["config"].items()}
         summary = {"family": family, "sweep": name, "metric": sweep.metric, "mode": sweep.mode,
-                   "best_value": best.metrics[sweep.metric], "best_trial": best.metrics["trial_id"],
+                   "best_value": best[sweep.metric], "best_trial": best["trial"],
                    "best_config": overrides, "set_args": [set_arg(k, v) for k, v in overrides.items()],
                    "trials_at_once": at_once, "seconds": round(seconds, 1), "mlflow_run_id": sweep_run,
                    "trials": trials}
@@ -208,6 +207,20 @@ def run(family: str, *, params_file: str, prepared: Path, features: Path, storag
             f.write(" ".join(f"-S {arg}" for arg in summary["set_args"]) + "\n")
         tracking.log_artifacts({"sweep": out})
     return summary
+
+
+def best_trial(trials: list[dict], metric: str, mode: str) -> dict | None:
+    """The best trial by the last value of ``metric``, among those that ran the most epochs.
+
+    A trial ASHA stopped after one epoch is not compared with the survivors'
+    values after all of them (an early value may look better than a final one).
+    """
+    scored = [t for t in trials if not t["error"] and t[metric] is not None and math.isfinite(t[metric])]
+    if not scored:
+        return None
+    longest = max(t["epochs"] for t in scored)
+    finalists = [t for t in scored if t["epochs"] == longest]
+    return (max if mode == "max" else min)(finalists, key=lambda t: t[metric])
 
 
 def _log_trial(sweep_run: str, result: Any, sweep: SweepFamilyConfig, base: Any, family: str) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from components.config import ConfigError, flatten, to_dict
+from components.config import flatten, to_dict
 from pipelines import features as features_stage
 from pipelines import prepare, sweep
 from pipelines.config import load_params, write_profile_params
@@ -56,8 +56,8 @@ def test_captioner_sweep_logs_every_trial_and_writes_the_best_config(smoke_data)
     assert summary["trials_at_once"] == 1  # 2 CPUs: a 1-CPU worker + the trial's 0.1 CPU, once
     best = summary["best_config"]
     assert set(best) == {f"train_captioner.{k}" for k in cfg.space}
-    values = [t[cfg.metric] for t in summary["trials"]]
-    assert summary["best_value"] == max(values)
+    longest = max(t["epochs"] for t in summary["trials"])
+    assert summary["best_value"] == max(t[cfg.metric] for t in summary["trials"] if t["epochs"] == longest)
     args = (work / "reports/sweep_captioner.txt").read_text().split()
     assert args[0::2] == ["-S"] * len(best) and args[1::2] == summary["set_args"]
     # the args parse back (as DVC reads them: YAML values) into a valid config with the best values
@@ -77,24 +77,3 @@ def test_captioner_sweep_logs_every_trial_and_writes_the_best_config(smoke_data)
         assert steps == list(range(len(steps))) and steps  # one point per epoch, none twice
     sweep_run = client.get_run(summary["mlflow_run_id"])
     assert sweep_run.data.metrics[f"best_{cfg.metric}"] == pytest.approx(summary["best_value"])
-
-
-def test_a_typo_in_the_space_names_the_key(smoke_data):
-    params = load_params(smoke_data / "params.yaml")
-    space = {**params.sweep.captioner.space, "train.learning_rate": params.sweep.captioner.space["train.lr"]}
-    with pytest.raises(ConfigError, match=r"'train.learning_rate' is not a param of train_captioner"):
-        sweep.check_space(space, params.train_captioner, "train_captioner")
-
-
-def test_one_trial_larger_than_the_cluster_is_refused(smoke_data):
-    import dataclasses
-
-    params = load_params(smoke_data / "params.yaml")
-    base = params.train_captioner
-    wide = dataclasses.replace(base, scaling=dataclasses.replace(base.scaling, num_workers=3, use_gpu=False))
-    with pytest.raises(ConfigError, match=r"needs 3.1 CPU"):
-        sweep.trials_at_once(params.sweep.captioner, wide, {"CPU": 2.0})
-    assert sweep.trials_at_once(params.sweep.captioner, base, {"CPU": 2.0}) == 1
-    assert sweep.trials_at_once(params.sweep.captioner, base, {"CPU": 16.0}) == 2  # num_samples caps it
-    with pytest.raises(ConfigError, match="needs 1.1 CPU"):
-        sweep.trials_at_once(params.sweep.captioner, base, {"CPU": 1.0})
