@@ -36,7 +36,7 @@ from components.config import ConfigError, build, flatten, to_dict
 from components.generative.fit import train_loop_per_worker_gan, train_loop_per_worker_vae
 from components.io import atomic_file, write_json
 from components.ray_adapter import cluster_resources, init_ray
-from components.train.ray_trainer import fit
+from components.train.tune import TRIAL_CPU, TuneSpec, run_trials
 from pipelines import generative_stage, train_captioner
 from pipelines.common import StageFailed, stage_main
 from pipelines.config import SearchDim, SweepFamilyConfig, load_params, set_arg
@@ -45,10 +45,6 @@ log = logging.getLogger("sweep")
 
 # family -> its training stage's params group
 GROUPS = {"captioner": "train_captioner", "vae": "train_vae", "gan": "train_gan"}
-# CPUs of a trial's own process: it only waits on its Ray Train workers, which reserve the rest
-TRIAL_CPU = 0.1
-# keys of a Tune result that are not the stage's own metrics
-_NOT_METRICS = {"done", "trial_id", "checkpoint_path", "epoch", "epoch_start_time", "should_checkpoint"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +53,7 @@ class SweepJob:
 
     family: str
     base: Any  # the stage's config dataclass (TrainCaptionerConfig, ...)
-    build_trainer: Callable[..., Any]  # (cfg, *, run_name, callbacks) -> TorchTrainer
+    build_trainer: Callable[..., Any]  # (stage config, *, run_name, callbacks) -> TorchTrainer
 
 
 def check_space(space: dict[str, SearchDim], base: Any, group: str) -> None:
@@ -82,18 +78,6 @@ def apply_overrides(base: Any, overrides: dict[str, Any], group: str) -> Any:
     return build(type(base), data, source="sweep trial", prefix=group)
 
 
-def tune_space(space: dict[str, SearchDim]) -> dict[str, Any]:
-    """The search space as Tune samplers."""
-    from ray import tune
-
-    def sampler(dim: SearchDim) -> Any:
-        if dim.type == "choice":
-            return tune.choice(list(dim.values))
-        return (tune.loguniform if dim.type == "loguniform" else tune.uniform)(dim.low, dim.high)
-
-    return {key: sampler(dim) for key, dim in space.items()}
-
-
 def trials_at_once(sweep: SweepFamilyConfig, base: Any, resources: dict[str, float]) -> int:
     """``max_concurrent`` or, when 0, as many trials as the cluster holds at once.
 
@@ -116,14 +100,10 @@ def trials_at_once(sweep: SweepFamilyConfig, base: Any, resources: dict[str, flo
     return min(sweep.max_concurrent or fits, fits, sweep.num_samples)
 
 
-def _trial(config: dict[str, Any], *, job: SweepJob) -> None:
-    """One Tune trial: the stage's trainer with this trial's params; epochs are reported to Tune."""
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
+def _trial_trainer(config: dict[str, Any], *, run_name: str, callbacks: list[Any], job: SweepJob) -> Any:
+    """The trainer of one trial: the stage's config changed at the trial's keys, the stage's factory."""
     cfg = apply_overrides(job.base, config, GROUPS[job.family])
-    run_name = f"{job.family}-{tune.get_context().get_trial_id()}"
-    fit(job.build_trainer(cfg, run_name=run_name, callbacks=[TuneReportCallback()]))
+    return job.build_trainer(cfg, run_name=f"{job.family}-{run_name}", callbacks=callbacks)
 
 
 def make_job(family: str, base: Any, *, prepared: Path, features: Path, storage: Path) -> SweepJob:
@@ -138,28 +118,8 @@ def make_job(family: str, base: Any, *, prepared: Path, features: Path, storage:
     return SweepJob(family, base, build_fn)
 
 
-def _history(result: Any) -> list[dict[str, float]]:
-    """Per-epoch numeric metrics of one trial (``step`` = epoch), Tune's own keys left out."""
-    from ray.tune.result import AUTO_RESULT_KEYS
-
-    frame = result.metrics_dataframe
-    if frame is None:
-        return []
-    rows = []
-    for i, row in enumerate(frame.to_dict("records")):
-        keep = {k: float(v) for k, v in row.items()
-                if k not in _NOT_METRICS and k not in AUTO_RESULT_KEYS and not k.startswith("config/")
-                and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
-        rows.append({"step": int(row.get("epoch", i)), **keep})
-    return rows
-
-
 def run(family: str, *, params_file: str, prepared: Path, features: Path, storage: Path, out: Path) -> dict:
     """Run the sweep; log the trials; write and return the summary with the best config."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
     params = load_params(params_file)
     group = GROUPS[family]
     sweep, base = getattr(params.sweep, family), getattr(params, group)
@@ -169,29 +129,17 @@ def run(family: str, *, params_file: str, prepared: Path, features: Path, storag
     storage = storage.resolve()
     name = f"sweep-{family}-{time.strftime('%Y%m%d-%H%M%S')}"
     job = make_job(family, base, prepared=prepared, features=features, storage=storage / name / "train")
-    trainable = tune.with_resources(tune.with_parameters(_trial, job=job), {"cpu": TRIAL_CPU})
-    tuner = tune.Tuner(
-        trainable,
-        param_space=tune_space(sweep.space),
-        tune_config=tune.TuneConfig(
-            metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=base.train.epochs,
-                                    grace_period=min(sweep.grace_period, base.train.epochs),
-                                    reduction_factor=sweep.reduction_factor),
-            # the concurrency limit belongs to the search algorithm (Tune ignores max_concurrent_trials
-            # next to a BasicVariantGenerator)
-            search_alg=BasicVariantGenerator(random_state=sweep.seed, max_concurrent=at_once),
-        ),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1),
-    )
+    spec = TuneSpec(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples, at_once=at_once,
+                    max_epochs=base.train.epochs, grace_period=sweep.grace_period,
+                    reduction_factor=sweep.reduction_factor, seed=sweep.seed, name=name, storage_path=str(storage))
     log.info("%s: %d trials, %d at once, ASHA on %s (%s)", name, sweep.num_samples, at_once, sweep.metric,
              sweep.mode)
     with tracking.stage_run(f"sweep_{family}", params=flatten({"sweep": to_dict(sweep), group: to_dict(base)}),
                             params_file=params_file, tags={"capsynth.sweep": name}) as sweep_run:
         start = time.perf_counter()
-        grid = tuner.fit()
+        outcomes = run_trials(functools.partial(_trial_trainer, job=job), sweep.space, spec)
         seconds = time.perf_counter() - start
-        trials = [_log_trial(sweep_run, result, sweep, base, family) for result in grid]
+        trials = [_log_trial(sweep_run, outcome, sweep, base, family) for outcome in outcomes]
         best = best_trial(trials, sweep.metric, sweep.mode)
         if best is None:
             raise StageFailed(f"sweep {name}: no trial reported a finite {sweep.metric}")
@@ -223,18 +171,18 @@ def best_trial(trials: list[dict], metric: str, mode: str) -> dict | None:
     return (max if mode == "max" else min)(finalists, key=lambda t: t[metric])
 
 
-def _log_trial(sweep_run: str, result: Any, sweep: SweepFamilyConfig, base: Any, family: str) -> dict:
+def _log_trial(sweep_run: str, outcome: dict[str, Any], sweep: SweepFamilyConfig, base: Any, family: str) -> dict:
     """One trial as a child MLflow run; its line of the summary."""
-    history = _history(result)
-    metrics = result.metrics or {}
-    last, trial_id = metrics.get(sweep.metric), metrics.get("trial_id") or Path(result.path).name
-    stopped_early = result.error is None and len(history) < base.train.epochs
+    history, error = outcome["history"], outcome["error"]
+    last = history[-1].get(sweep.metric) if history else None
+    stopped_early = error is None and len(history) < base.train.epochs
     tracking.log_child_run(
-        sweep_run, f"{family}-{trial_id}", params=result.config, history=history, failed=result.error is not None,
-        tags={"capsynth.trial": str(trial_id), "capsynth.stopped_early": str(stopped_early),
-              "capsynth.error": str(result.error).splitlines()[0][:200] if result.error else ""})
-    return {"trial": trial_id, "config": result.config, sweep.metric: last, "epochs": len(history),
-            "stopped_early": stopped_early, "error": result.error is not None}
+        sweep_run, f"{family}-{outcome['trial']}", params=outcome["config"], history=history,
+        failed=error is not None,
+        tags={"capsynth.trial": outcome["trial"], "capsynth.stopped_early": str(stopped_early),
+              "capsynth.error": error or ""})
+    return {"trial": outcome["trial"], "config": outcome["config"], sweep.metric: last, "epochs": len(history),
+            "stopped_early": stopped_early, "error": error is not None}
 
 
 @stage_main("sweep")

@@ -1,4 +1,4 @@
-"""The sweep's pure parts: search-space checks, overrides, concurrency, the best trial (no Ray)."""
+"""The sweep's parts that need no Ray instance: space checks and samplers, overrides, concurrency, the best trial."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from components.config import ConfigError
+from components.train.tune import search_space
 from pipelines import sweep
 from pipelines.config import load_params
 
@@ -24,7 +25,7 @@ def test_overrides_rebuild_the_stage_config_strictly():
 
 def test_the_space_becomes_tune_samplers():
     space = load_params(REPO / "params.yaml").sweep.captioner.space
-    samplers = sweep.tune_space(space)
+    samplers = search_space(space)
     assert set(samplers) == set(space)
     assert samplers["model.hidden_dim"].categories == [128, 256, 512]
     assert (samplers["train.lr"].lower, samplers["train.lr"].upper) == (space["train.lr"].low, space["train.lr"].high)
