@@ -53,7 +53,7 @@ def init_ray(*, num_cpus: int | None = None, dashboard: bool = False) -> None:
     if dashboard:
         # Workers find the State API by this URL, not by guessing among the Ray instances
         # running on the machine (which fails when there are several).
-        port = _free_port()
+        port = free_port()
         env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(
         address="local",
@@ -66,7 +66,8 @@ def init_ray(*, num_cpus: int | None = None, dashboard: bool = False) -> None:
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a dashboard or a head started next)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -77,4 +78,4 @@ def cluster_resources() -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
-__all__ = ["init_ray", "cluster_resources"]
+__all__ = ["init_ray", "cluster_resources", "free_port"]

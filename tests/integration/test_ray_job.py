@@ -13,7 +13,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from components.ray_adapter import free_port
 from pipelines.config import write_profile_params
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -32,12 +32,6 @@ RAY = str(Path(sys.executable).with_name("ray"))
 # code only: outputs go to absolute paths outside the uploaded working dir
 EXCLUDES = [".git", "data", "models", "metrics", "plots", "reports", "ray_results", "mlruns", "mlartifacts",
             "*.db", ".dvc/cache", ".dvc/tmp", "__pycache__", ".pytest_cache"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_dashboard(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
