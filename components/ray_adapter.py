@@ -4,7 +4,8 @@
   to that cluster; it brings its own resources (``num_cpus`` is ignored) and,
   under ``ray job submit --working-dir .``, its own copy of the code.
 * Otherwise: start a private local instance (never attach to another one
-  running on the machine), without the dashboard, with the project folder on
+  running on the machine), without the dashboard unless asked (then on
+  127.0.0.1 only), with the project folder on
   the workers' ``PYTHONPATH`` so they import ``components`` whatever the
   driver's working directory is.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 
 import ray
@@ -26,12 +28,18 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def init_ray(*, num_cpus: int | None = None) -> None:
+def init_ray(*, num_cpus: int | None = None, dashboard: bool = False) -> None:
     """Connect to ``RAY_ADDRESS`` if set, else start local Ray; idempotent.
 
     Args:
         num_cpus: CPUs of a local instance (default: all of the machine's).
             Ignored when connecting to a cluster.
+        dashboard: Start the local instance with its dashboard (on 127.0.0.1),
+            which serves Ray's State API. Tune sweeps need it: a trial that
+            ASHA stops is killed with its Ray Train controller, and Train's
+            placement-group cleaner finds the dead controller through the
+            State API; without it the trial's workers' CPUs stay reserved and
+            the next trial waits for them forever.
     """
     if ray.is_initialized():
         return
@@ -40,14 +48,29 @@ def init_ray(*, num_cpus: int | None = None) -> None:
         log.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=True)
         return
-    pythonpath = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    port = None
+    if dashboard:
+        # Workers find the State API by this URL, not by guessing among the Ray instances
+        # running on the machine (which fails when there are several).
+        port = free_port()
+        env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(
         address="local",
         num_cpus=num_cpus,
-        include_dashboard=False,
+        include_dashboard=dashboard,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
         log_to_driver=True,
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        runtime_env={"env_vars": env},
     )
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a dashboard or a head started next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def cluster_resources() -> dict[str, float]:
@@ -55,4 +78,4 @@ def cluster_resources() -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
-__all__ = ["init_ray", "cluster_resources"]
+__all__ = ["init_ray", "cluster_resources", "free_port"]

@@ -240,6 +240,47 @@ class RunLogger:
         return {"run_id": self.run_id, "uri": self.uri, "_client": None}
 
 
+def log_child_run(parent_run_id: str, run_name: str, *, params: Mapping[str, Any],
+                  history: list[Mapping[str, float]], tags: Mapping[str, str], failed: bool = False) -> str:
+    """Record one finished piece of work (a sweep trial) as a child run of ``parent_run_id``.
+
+    Written by the driver after the work ended, so the trial processes never
+    write to the store at once (SQLite) and a trial stopped early is never left
+    ``RUNNING``.
+
+    Args:
+        parent_run_id: The run it belongs to (the sweep's).
+        run_name: Shown in the UI.
+        params: Flat params (secret-looking keys are dropped).
+        history: One mapping per step; its ``step`` key (else the row number) is the step.
+        tags: Extra tags.
+        failed: Mark the run FAILED instead of FINISHED.
+
+    Returns:
+        The child run's id.
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client = MlflowClient(tracking_uri())
+    parent = client.get_run(parent_run_id)
+    run = client.create_run(parent.info.experiment_id, run_name=run_name,
+                            tags={**{k: str(v) for k, v in tags.items() if not is_secret(k)},
+                                  "mlflow.parentRunId": parent_run_id})
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, int(row.get("step", i)))
+               for i, row in enumerate(history) for k, v in row.items() if k != "step"]
+    clean = [Param(k, str(v)) for k, v in params.items() if not is_secret(k)]
+    # MLflow caps one batch at 1000 metrics and 100 params
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+    for i in range(0, len(clean), 100):
+        client.log_batch(run_id, params=clean[i:i + 100])
+    client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+    return run_id
+
+
 def log_artifacts(paths: Mapping[str, str | os.PathLike]) -> None:
     """Log files/folders into the active run: ``{artifact_dir: local_path}``."""
     import mlflow

@@ -5,6 +5,7 @@
     capsynth profile smoke --write OUT.yaml       params.yaml + profile, as a file
     capsynth sample --model DIR -n 64 --seed S OUT.png   samples of a VAE/GAN as a PNG grid
     capsynth caption IMAGE... [--model DIR|models:/NAME@ALIAS] [--beam-size K]   one caption per image
+    capsynth sweep captioner|vae|gan [--params params.yaml]  Ray Tune search; best config as -S args
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ STAGES = {"prepare": "pipelines.prepare", "features": "pipelines.features",
           "register": "pipelines.register"}
 # other commands with their own argument parser, dispatched the same way
 TOOLS = {"sample": ("pipelines.sample", "draw images from a VAE/GAN: sample --model DIR -n 64 --seed S OUT.png"),
-         "caption": ("pipelines.caption", "caption image files: caption IMAGE... --model DIR|models:/NAME@ALIAS --beam-size K")}
+         "caption": ("pipelines.caption", "caption image files: caption IMAGE... --model DIR|models:/NAME@ALIAS --beam-size K"),
+         "sweep": ("pipelines.sweep", "Ray Tune search of a training stage: sweep captioner|vae|gan")}
 
 
 def _profile(args: argparse.Namespace) -> None:

@@ -179,6 +179,57 @@ class EvaluateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SearchDim:
+    """One dimension of a sweep's search space: ``choice`` of ``values``, or ``uniform`` /
+    ``loguniform`` between ``low`` and ``high`` (the keys a type does not use may be left out)."""
+
+    type: Literal["choice", "uniform", "loguniform"]
+    values: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.type == "choice" and not self.values:
+            raise ConfigError("a sweep 'choice' dimension needs a non-empty 'values' list")
+        if self.type != "choice" and (self.low is None or self.high is None or not self.low < self.high
+                                      or (self.type == "loguniform" and self.low <= 0)):
+            raise ConfigError(f"a sweep '{self.type}' dimension needs 0 < low < high (low > 0 for loguniform), "
+                              f"got low={self.low}, high={self.high}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepFamilyConfig:
+    """A Ray Tune sweep of one training stage (``capsynth sweep <family>``)."""
+
+    num_samples: int
+    metric: str  # a per-epoch metric the family reports, e.g. val_cider
+    mode: Literal["max", "min"]
+    max_concurrent: int  # 0: as many trials as the cluster's CPUs (GPUs) hold at once
+    grace_period: int  # ASHA: epochs before a trial may be stopped
+    reduction_factor: int  # ASHA: keep 1/reduction_factor of the trials at each rung
+    seed: int
+    space: dict[str, SearchDim]  # dotted key inside the stage's group -> dimension
+
+    def __post_init__(self) -> None:
+        for key in ("num_samples", "grace_period"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"sweep.*.{key} must be >= 1, got {getattr(self, key)}")
+        if self.max_concurrent < 0 or self.reduction_factor < 2:
+            raise ConfigError("sweep.*.max_concurrent must be >= 0 and sweep.*.reduction_factor >= 2")
+        if not self.space:
+            raise ConfigError("sweep.*.space is empty: name at least one param to search")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """``capsynth sweep captioner|vae|gan``: one search per training stage."""
+
+    captioner: SweepFamilyConfig
+    vae: SweepFamilyConfig
+    gan: SweepFamilyConfig
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``. Later stages add their group here."""
 
@@ -188,6 +239,7 @@ class Params:
     train_vae: TrainVAEConfig
     train_gan: TrainGANConfig
     evaluate: EvaluateConfig
+    sweep: SweepConfig
 
 
 def _read_yaml(path: str | os.PathLike) -> Any:
@@ -233,12 +285,17 @@ def set_args(profile: str) -> list[str]:
     """The profile as ``dvc exp run`` arguments: ``["-S", "prepare.seed=1", ...]``."""
     args: list[str] = []
     for key, value in profile_overrides(profile).items():
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, (list, tuple)):
-            value = "[" + ",".join(str(v) for v in value) + "]"
-        args += ["-S", f"{key}={value}"]
+        args += ["-S", set_arg(key, value)]
     return args
+
+
+def set_arg(key: str, value: Any) -> str:
+    """One ``dvc exp run -S`` value, ``key=value``, in the YAML spelling DVC parses back."""
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    elif isinstance(value, (list, tuple)):
+        value = "[" + ",".join(str(v) for v in value) + "]"
+    return f"{key}={value}"
 
 
 def write_profile_params(params_path: str | os.PathLike, profile: str, out: str | os.PathLike) -> None:

@@ -59,6 +59,23 @@ def last_checkpoint(storage: Path, run_name: str) -> Path | None:
     return found[-1] if found else None
 
 
+def build_trainer(loop: Callable[[dict], None], cfg: Any, *, paths: dict[str, list[str]], storage: Path,
+                  run_name: str, logger: Any, callbacks: Sequence[Any] = (), **hooks: Any):
+    """The VAE's or GAN's ``TorchTrainer``: the stages and each sweep trial build it here.
+
+    ``hooks`` go into the loop config as they are (tests: the GAN's ``on_step``).
+    """
+    return make_trainer(
+        loop,
+        {"paths": {"train": paths["train"], "val": paths["val"]}, "model": cfg.model, "train": cfg.train,
+         "logger": logger, **hooks},
+        scaling=ScalingSpec.from_params(cfg.scaling, cfg.train.threads_per_worker),
+        run_name=run_name,
+        storage_path=str(storage),
+        callbacks=callbacks,
+    )
+
+
 def train_on_ray(family: str, loop: Callable[[dict], None], cfg: Any, *, paths: dict[str, list[str]],
                  data_version: str, storage: Path, logger: Any) -> tuple[dict[str, Any], str, float]:
     """Run ``loop`` under ``TorchTrainer``; return the final state, the run name and the seconds.
@@ -72,15 +89,7 @@ def train_on_ray(family: str, loop: Callable[[dict], None], cfg: Any, *, paths: 
             good checkpoint is.
     """
     run_name = stable_run_name(family, to_dict(cfg.model), to_dict(cfg.train), to_dict(cfg.scaling), data_version)
-    trainer = make_trainer(
-        loop,
-        {"paths": {"train": paths["train"], "val": paths["val"]}, "model": cfg.model, "train": cfg.train,
-         "logger": logger},
-        scaling=ScalingSpec(num_workers=cfg.scaling.num_workers, cpus_per_worker=cfg.train.threads_per_worker,
-                            use_gpu=cfg.scaling.use_gpu, max_failures=cfg.scaling.max_failures),
-        run_name=run_name,
-        storage_path=str(storage),
-    )
+    trainer = build_trainer(loop, cfg, paths=paths, storage=storage, run_name=run_name, logger=logger)
     start = time.perf_counter()
     try:
         state = fit(trainer)

@@ -19,7 +19,9 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,12 +54,35 @@ def write_curves(path: Path, history: list[dict]) -> None:
             f.write(",".join(f"{row[k]:.6g}" if isinstance(row[k], float) else str(row[k]) for k in CURVE_KEYS) + "\n")
 
 
+def data_version(prepared: Path, features: Path) -> dict[str, str]:
+    """Hashes of the inputs a run depends on: part of its run name and MLflow tags."""
+    meta = read_meta(features)
+    return {"features": meta.get("weights_sha256", ""), "features_meta": short_sha256(features / "meta.json"),
+            "captions": short_sha256(prepared / "captions.parquet")}
+
+
+def build_trainer(cfg: TrainCaptionerConfig, *, prepared: Path, features: Path, storage: Path, run_name: str,
+                  logger: tracking.RunLogger | None, callbacks: Sequence[Any] = (), **hooks: Any):
+    """The captioner's ``TorchTrainer``: the stage and each sweep trial build it here.
+
+    ``hooks`` go into the loop config as they are (tests: ``on_step``).
+    """
+    return make_trainer(
+        train_loop_per_worker,
+        {"features_dir": str(features.resolve()), "prepared_dir": str(prepared.resolve()),
+         "arch": cfg.model, "train": cfg.train, "logger": logger, **hooks},
+        scaling=ScalingSpec.from_params(cfg.scaling, cfg.train.threads_per_worker),
+        run_name=run_name,
+        storage_path=str(storage),
+        callbacks=callbacks,
+    )
+
+
 def run(cfg: TrainCaptionerConfig, *, prepared: Path, features: Path, out: Path, predictions_dir: Path,
         metrics_path: Path, plots_path: Path, storage: Path, params_file: str = "params.yaml") -> dict:
     """Train, then write the model folder, predictions, metrics and curves."""
     meta = read_meta(features)
-    data_hash = {"features": meta.get("weights_sha256", ""), "features_meta": short_sha256(features / "meta.json"),
-                 "captions": short_sha256(prepared / "captions.parquet")}
+    data_hash = data_version(prepared, features)
     run_name = stable_run_name("captioner", to_dict(cfg.model), to_dict(cfg.train),
                                to_dict(cfg.scaling), data_hash)
     init_ray()
@@ -69,16 +94,8 @@ def run(cfg: TrainCaptionerConfig, *, prepared: Path, features: Path, out: Path,
               "data_hash": data_hash["captions"], "ray_run": run_name},
     ) as run_id:
         logger = tracking.RunLogger(run_id, tracking.tracking_uri())
-        trainer = make_trainer(
-            train_loop_per_worker,
-            {"features_dir": str(features.resolve()), "prepared_dir": str(prepared.resolve()),
-             "arch": cfg.model, "train": cfg.train, "logger": logger},
-            scaling=ScalingSpec(num_workers=cfg.scaling.num_workers,
-                                cpus_per_worker=cfg.train.threads_per_worker,
-                                use_gpu=cfg.scaling.use_gpu, max_failures=cfg.scaling.max_failures),
-            run_name=run_name,
-            storage_path=str(storage),
-        )
+        trainer = build_trainer(cfg, prepared=prepared, features=features, storage=storage, run_name=run_name,
+                                logger=logger)
         start = time.perf_counter()
         state = fit(trainer)
         train_seconds = time.perf_counter() - start

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -136,6 +137,7 @@ def fit_captioner(
     cfg: CaptionTrainConfig,
     storage_dir: str = "",
     logger: Any = None,
+    on_step: Callable[[torch.nn.Module, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train a caption model; return the final state (as in the last checkpoint).
 
@@ -146,6 +148,8 @@ def fit_captioner(
         cfg: The optimisation params.
         storage_dir: The run's storage folder (failure-injection flags).
         logger: Something with ``log_metrics(dict, step)`` (rank 0 only), or None.
+        on_step: Test hook called after every step with ``(model, epoch, step in the epoch)``
+            on every rank (e.g. to check that DDP keeps the ranks' weights equal).
 
     Returns:
         ``model_config``, ``best_model`` (state dict of the best val CIDEr),
@@ -193,6 +197,8 @@ def fit_captioner(
                 raise FloatingPointError(f"non-finite training loss {out['loss']} at epoch {epoch}, step {steps}")
             for k in sums:
                 sums[k] += out[k]
+            if on_step is not None:
+                on_step(model, epoch, steps)
             steps += 1
             captions_seen += batch.tokens.shape[0]
         train_seconds = time.perf_counter() - start
@@ -242,10 +248,11 @@ def fit_captioner(
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """``TorchTrainer`` entry point. ``config``: paths, ``arch``, ``train``, ``logger``, ``storage_dir``."""
+    """``TorchTrainer`` entry point. ``config``: paths, ``arch``, ``train``, ``logger``, ``storage_dir``,
+    and an optional ``on_step`` test hook."""
     data = load_caption_data(config["features_dir"], config["prepared_dir"])
     fit_captioner(RaySession(), data=data, arch=config["arch"], cfg=config["train"],
-                  storage_dir=config["storage_dir"], logger=config.get("logger"))
+                  storage_dir=config["storage_dir"], logger=config.get("logger"), on_step=config.get("on_step"))
 
 
 __all__ = ["ArchitectureParams", "CaptionTrainConfig", "fit_captioner", "train_loop_per_worker",

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -24,6 +24,10 @@ import torch
 from components.train.session import STATE_FILE
 
 log = logging.getLogger(__name__)
+
+# Shared checkpoint storage of a cluster (``s3://bucket/ray_results``, an NFS path); it
+# replaces the stages' ``--storage`` folder, which must be shared on more than one node.
+STORAGE_ENV = "CAPSYNTH_RAY_STORAGE"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +38,12 @@ class ScalingSpec:
     cpus_per_worker: int = 1
     use_gpu: bool | None = None
     max_failures: int = 2
+
+    @classmethod
+    def from_params(cls, scaling: Any, threads_per_worker: int) -> ScalingSpec:
+        """From a stage's ``scaling`` params group and its ``train.threads_per_worker``."""
+        return cls(num_workers=scaling.num_workers, cpus_per_worker=threads_per_worker,
+                   use_gpu=scaling.use_gpu, max_failures=scaling.max_failures)
 
 
 def stable_run_name(family: str, *parts: Any) -> str:
@@ -56,6 +66,7 @@ def make_trainer(
     run_name: str,
     storage_path: str,
     num_to_keep: int = 2,
+    callbacks: Sequence[Any] = (),
 ):
     """Build the ``TorchTrainer`` for one training run.
 
@@ -64,8 +75,11 @@ def make_trainer(
         loop_config: Plain, picklable config handed to every worker.
         scaling: Workers, CPUs per worker, GPU use, restarts on failure.
         run_name: Stable name (see :func:`stable_run_name`); same name resumes.
-        storage_path: Where checkpoints persist (local folder, NFS or S3 URI).
+        storage_path: Where checkpoints persist (local folder, NFS or S3 URI);
+            ``CAPSYNTH_RAY_STORAGE`` overrides it.
         num_to_keep: Checkpoints kept (the latest ones).
+        callbacks: Ray Train callbacks, e.g. Tune's ``TuneReportCallback`` when
+            the trainer runs inside a sweep trial.
 
     Returns:
         A ``ray.train.torch.TorchTrainer``; call ``fit`` via :func:`fit`.
@@ -74,6 +88,7 @@ def make_trainer(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     use_gpu = cluster_has_gpus() if scaling.use_gpu is None else scaling.use_gpu
+    storage_path = os.environ.get(STORAGE_ENV) or storage_path
     if "://" not in storage_path:
         storage_path = os.path.abspath(storage_path)
     return TorchTrainer(
@@ -90,6 +105,7 @@ def make_trainer(
             storage_path=storage_path,
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
+            callbacks=list(callbacks),
         ),
     )
 

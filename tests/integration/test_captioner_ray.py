@@ -6,6 +6,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import ddp_checks
+import mlflow_checks
 import pytest
 
 from components.captioning.inference import caption_images
@@ -79,7 +81,10 @@ def test_stage_writes_model_predictions_metrics_and_curves(in_smoke, capsys):
 def test_two_worker_ddp_keeps_ranks_in_sync_and_learns(in_smoke, tmp_path):
     work, cfg = in_smoke
     train = dataclasses.replace(cfg.train, epochs=3, threads_per_worker=1, early_stopping_patience=0)
-    trainer = make_trainer(train_loop_per_worker, _loop_config(work, dataclasses.replace(cfg, train=train)),
+    ddp_checks.send_by_value()
+    config = {**_loop_config(work, dataclasses.replace(cfg, train=train)),
+              "on_step": ddp_checks.captioner_ranks_in_sync}
+    trainer = make_trainer(train_loop_per_worker, config,
                            scaling=ScalingSpec(num_workers=2, cpus_per_worker=1, use_gpu=False, max_failures=0),
                            run_name="ddp", storage_path=str(tmp_path))
     state = fit(trainer)
@@ -91,12 +96,15 @@ def test_failure_restarts_from_checkpoint_without_losing_or_repeating_epochs(in_
     work, cfg = in_smoke
     train = dataclasses.replace(cfg.train, epochs=3, threads_per_worker=1, early_stopping_patience=0,
                                 fail_at_epoch=1)
-    config = _loop_config(work, dataclasses.replace(cfg, train=train))
+    logger = mlflow_checks.fresh_run_logger("faulty-captioner")
+    config = {**_loop_config(work, dataclasses.replace(cfg, train=train)), "logger": logger}
     scaling = ScalingSpec(num_workers=2, cpus_per_worker=1, use_gpu=False, max_failures=1)
     state = fit(make_trainer(train_loop_per_worker, config, scaling=scaling, run_name="faulty",
                              storage_path=str(tmp_path)))
     assert [h["epoch"] for h in state["history"]] == [0, 1, 2]
     assert list((tmp_path / "faulty").glob("injected-failure-epoch-1"))
+    # the MLflow run has each epoch once: none lost to the failure, none repeated by the restart
+    assert mlflow_checks.logged_steps(logger, "train_loss") == [0, 1, 2]
 
 
 def test_rerun_with_same_name_resumes(in_smoke, tmp_path):

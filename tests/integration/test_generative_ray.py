@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import ddp_checks
+import mlflow_checks
 import pytest
 import torch
 from PIL import Image
@@ -105,20 +107,6 @@ def test_train_gan_stage_writes_generator_ema_and_diagnostics(in_smoke, ray_sess
                                                  loaded.parts["generator_ema"].state_dict().values()))
 
 
-def _assert_ranks_in_sync(G, D, step):
-    """``on_step`` hook: after the first and third steps, every rank holds the same G and D weights."""
-    import torch.distributed as dist
-
-    if step not in (0, 2):
-        return
-    assert dist.get_world_size() == 2
-    flat = torch.cat([p.detach().flatten() for m in (G, D) for p in m.parameters()])
-    gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, flat)
-    if not torch.equal(gathered[0], gathered[1]):
-        raise AssertionError(f"DDP ranks hold different weights after step {step}")
-
-
 def _poison_discriminator(G, D, step):
     """``on_step`` hook: NaN weights in D after the first step of epoch 2 (3 steps per epoch)."""
     if step == 6:
@@ -127,14 +115,15 @@ def _poison_discriminator(G, D, step):
 
 
 def _trainer(in_smoke, kind: str, storage: Path, run_name: str, *, num_workers: int = 1, max_failures: int = 0,
-             on_step=None, **train_overrides):
+             on_step=None, logger=None, **train_overrides):
     import ray.cloudpickle
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the hooks travel by value
+    ddp_checks.send_by_value()
     cfg = in_smoke.train_vae if kind == "vae" else in_smoke.train_gan
     paths = generative_stage.image_splits(Path("data/prepared"))
     config = {"paths": {"train": paths["train"], "val": paths["val"]}, "model": cfg.model,
-              "train": dataclasses.replace(cfg.train, **train_overrides), "logger": None, "on_step": on_step}
+              "train": dataclasses.replace(cfg.train, **train_overrides), "logger": logger, "on_step": on_step}
     loop = train_loop_per_worker_vae if kind == "vae" else train_loop_per_worker_gan
     return make_trainer(loop, config, scaling=ScalingSpec(num_workers=num_workers, cpus_per_worker=1,
                                                           use_gpu=False, max_failures=max_failures),
@@ -142,10 +131,20 @@ def _trainer(in_smoke, kind: str, storage: Path, run_name: str, *, num_workers: 
 
 
 def test_gan_ddp_two_workers_keep_identical_weights(in_smoke, ray_session, tmp_path):
-    state = fit(_trainer(in_smoke, "gan", tmp_path, "ddp", num_workers=2, on_step=_assert_ranks_in_sync,
+    state = fit(_trainer(in_smoke, "gan", tmp_path, "ddp", num_workers=2, on_step=ddp_checks.gan_ranks_in_sync,
                          epochs=1, batch_size=8))
     assert state["step"] == 3  # 48 train images: 24 per rank, 3 batches of 8
     assert state["history"][0]["train_images_per_s"] > 0
+
+
+def test_gan_worker_failure_restarts_from_the_checkpoint_without_losing_or_repeating_epochs(
+        in_smoke, ray_session, tmp_path):
+    logger = mlflow_checks.fresh_run_logger("faulty-gan")
+    state = fit(_trainer(in_smoke, "gan", tmp_path, "faulty", num_workers=2, max_failures=1, logger=logger,
+                         epochs=3, batch_size=8, fail_at_epoch=1))
+    assert [row["epoch"] for row in state["history"]] == [0, 1, 2]
+    assert (tmp_path / "faulty" / "injected-failure-epoch-1").exists()
+    assert mlflow_checks.logged_steps(logger, "d_loss") == [0, 1, 2]
 
 
 def test_resume_continues_from_the_last_checkpoint_then_a_nan_stops_it(in_smoke, ray_session, tmp_path):

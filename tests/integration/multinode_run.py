@@ -1,0 +1,79 @@
+"""Run by test_multinode.py in a process of its own: a 2-node Ray cluster on this machine, 2 DDP workers.
+
+    python tests/integration/multinode_run.py captioner|gan WORK_DIR
+
+``ray.cluster_utils.Cluster`` starts a head and a second node (1 CPU each), so
+the two 1-CPU Ray Train workers land on different nodes. The smoke data is
+prepared in WORK_DIR, the family is trained through the stages' own trainer
+factory with a hook that checks every rank's weights after its first steps,
+and the per-epoch history is printed as the last line (JSON).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import ddp_checks  # noqa: E402  (beside this file)
+import ray  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from components.train.ray_trainer import fit  # noqa: E402
+from pipelines import features as features_stage  # noqa: E402
+from pipelines import generative_stage, prepare, train_captioner  # noqa: E402
+from pipelines.config import load_params  # noqa: E402
+
+
+def two_workers(cfg, **train_overrides):
+    """``cfg`` with 2 DDP workers of 1 CPU each, on CPUs, no restarts."""
+    return dataclasses.replace(cfg, scaling=dataclasses.replace(cfg.scaling, num_workers=2, use_gpu=False,
+                                                                max_failures=0),
+                               train=dataclasses.replace(cfg.train, threads_per_worker=1, **train_overrides))
+
+
+def train(family: str, work: Path) -> dict:
+    """Prepare the smoke data, train ``family`` with 2 workers; return the final state's history and nodes."""
+    params = load_params(REPO / "params.yaml", profile="smoke")
+    prepared = work / "data" / "prepared"
+    prepare.run(params.prepare, prepared, work / "reports" / "prepare.json", progress=False)
+    ddp_checks.send_by_value()
+    if family == "captioner":
+        features = work / "data" / "features"
+        features_stage.run(params.features, prepared, features, progress=False)
+        cfg = two_workers(params.train_captioner, epochs=3, early_stopping_patience=0)
+        trainer = train_captioner.build_trainer(cfg, prepared=prepared, features=features,
+                                                storage=work / "ray_results", run_name="multinode", logger=None,
+                                                on_step=ddp_checks.captioner_ranks_in_sync)
+    else:
+        from components.generative.fit import train_loop_per_worker_gan
+
+        cfg = two_workers(params.train_gan, epochs=3, batch_size=8)
+        trainer = generative_stage.build_trainer(train_loop_per_worker_gan, cfg,
+                                                 paths=generative_stage.image_splits(prepared),
+                                                 storage=work / "ray_results", run_name="multinode", logger=None,
+                                                 on_step=ddp_checks.gan_ranks_in_sync)
+    state = fit(trainer)
+    return {"history": state["history"], "nodes": len([n for n in ray.nodes() if n["Alive"]])}
+
+
+def main() -> None:
+    family, work = sys.argv[1], Path(sys.argv[2])
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+        cluster.wait_for_nodes()
+        result = train(family, work)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    print(json.dumps(result, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The TorchTrainer factory without a Ray instance: shared storage from the environment, scaling from params."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from components.train.ray_trainer import STORAGE_ENV, ScalingSpec, make_trainer
+from pipelines.config import load_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _loop(config: dict) -> None:
+    """A training loop that is never run here."""
+
+
+def test_shared_storage_from_the_environment_replaces_the_stage_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    scaling = ScalingSpec(use_gpu=False)
+    local = make_trainer(_loop, {}, scaling=scaling, run_name="run", storage_path=str(tmp_path / "ray_results"))
+    assert local.run_config.storage_path == str(tmp_path / "ray_results")
+    monkeypatch.setenv(STORAGE_ENV, str(tmp_path / "nfs"))
+    shared = make_trainer(_loop, {}, scaling=scaling, run_name="run", storage_path="ray_results")
+    assert shared.run_config.storage_path == str(tmp_path / "nfs") and shared.run_config.name == "run"
+    assert shared.train_loop_config["storage_dir"] == str(tmp_path / "nfs" / "run")
+
+
+def test_scaling_spec_from_a_stage_params_group():
+    cfg = load_params(REPO / "params.yaml").train_gan
+    spec = ScalingSpec.from_params(cfg.scaling, cfg.train.threads_per_worker)
+    assert spec == ScalingSpec(num_workers=cfg.scaling.num_workers, cpus_per_worker=cfg.train.threads_per_worker,
+                               use_gpu=cfg.scaling.use_gpu, max_failures=cfg.scaling.max_failures)
