@@ -27,6 +27,11 @@ def store(tmp_path, monkeypatch) -> Iterator[Path]:
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("CAPSYNTH_PIPELINE_RUN", raising=False)
     monkeypatch.chdir(tmp_path)
+    from mlflow.tracking._tracking_service import utils as service
+
+    # loads by models:/ URI read the process-wide URI: unset, whatever an earlier test left there,
+    # so they resolve to the default store of the cwd, as in a fresh process
+    monkeypatch.setattr(service, "_tracking_uri", None)
     with tracking._restore_globals():
         yield tmp_path
 
