@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
 # code only: outputs go to absolute paths outside the uploaded working dir
-EXCLUDES = [".git", "data", "models", "metrics", "plots", "reports", "ray_results", "mlruns", "mlartifacts",
+EXCLUDES = [".git", ".venv", "*.egg-info", "data", "models", "metrics", "plots", "reports", "ray_results", "mlruns", "mlartifacts",
             "*.db", ".dvc/cache", ".dvc/tmp", "__pycache__", ".pytest_cache"]
 
 
@@ -95,9 +95,10 @@ def submit(address: str, runtime_env: dict, entrypoint: str, env: dict[str, str]
     """``ray job submit`` (waits for the end, tailing the logs); returns (job id, output).
 
     Right after start the head's dashboard may answer before its node agent
-    takes jobs ("No available agent"): then it tries again, for up to a minute.
+    takes jobs ("No available agent"): then it tries again, for up to three
+    minutes (the agent starts slowly on a loaded 2-core machine).
     """
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while True:
         job_id = f"capsynth-test-{secrets.token_hex(4)}"
         done = ray_job(["submit", "--address", address, "--submission-id", job_id,
