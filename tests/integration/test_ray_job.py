@@ -55,6 +55,7 @@ def ray_head():
     temp = Path(tempfile.mkdtemp(prefix="rayhead-", dir="/tmp"))  # short: Ray's socket paths have a limit
     dash_port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "CAPSYNTH_TEST_RAY_TEMP": str(temp),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     log = temp / "ray-start.log"
@@ -62,7 +63,13 @@ def ray_head():
         proc = subprocess.Popen(
             [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
-             "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+             "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats",
+             # ports of our own: the defaults (e.g. the agent's 52365) may be held by another Ray
+             # on this machine (the suite's shared instance), and then no agent takes jobs
+             *(f"--{name}={free_port()}" for name in (
+                 "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+                 "runtime-env-agent-port", "node-manager-port", "object-manager-port",
+                 "ray-client-server-port"))],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash_port}"
     try:
@@ -87,6 +94,12 @@ def stop_head(proc: subprocess.Popen) -> None:
         time.sleep(2)  # let the group's other members exit
 
 
+def _agent_log_tail(env: dict[str, str]) -> str:
+    """The end of the head's dashboard agent log (why no agent took the job), for the failure message."""
+    logs = sorted(Path(env["CAPSYNTH_TEST_RAY_TEMP"]).glob("session_*/logs/dashboard_agent*.log"))
+    return "".join(f"\n--- {log}\n{log.read_text(errors='replace')[-3000:]}" for log in logs)
+
+
 def ray_job(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run([RAY, "job", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -105,7 +118,7 @@ def submit(address: str, runtime_env: dict, entrypoint: str, env: dict[str, str]
                         "--runtime-env-json", json.dumps(runtime_env), "--", "bash", "-c", entrypoint], env, 600)
         output = done.stdout + done.stderr
         if done.returncode == 0 or "No available agent" not in output or time.monotonic() > deadline:
-            assert done.returncode == 0, output[-6000:]
+            assert done.returncode == 0, output[-6000:] + _agent_log_tail(env)
             return job_id, output
         time.sleep(3)
 
