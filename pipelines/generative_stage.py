@@ -7,6 +7,7 @@ run, and writing curves and PNGs are written once.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -18,9 +19,10 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from components import tracking
 from components.config import to_dict
 from components.generative.data import load_images
-from components.io import atomic_file, short_sha256
+from components.io import atomic_file, short_sha256, write_json
 from components.train.ray_trainer import ScalingSpec, TrainingFailed, fit, make_trainer, stable_run_name
 from pipelines.common import StageFailed
 
@@ -139,3 +141,25 @@ def interleave(*rows: np.ndarray, per_row: int = 8) -> np.ndarray:
     n = rows[0].shape[0]
     chunks = [r[i:i + per_row] for i in range(0, n, per_row) for r in rows]
     return np.concatenate(chunks)
+
+
+def parse_args(family: str, description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The command line of ``train_<family>``: params file, input and output paths (defaults as in dvc.yaml)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--out", type=Path, default=Path(f"models/{family}"))
+    parser.add_argument("--reports", type=Path, default=Path(f"reports/{family}"))
+    parser.add_argument("--metrics", type=Path, default=Path(f"metrics/train_{family}.json"))
+    parser.add_argument("--plots", type=Path, default=Path(f"plots/{family}.csv"))
+    parser.add_argument("--storage", type=Path, default=Path("ray_results"))
+    return parser.parse_args(argv)
+
+
+def finish(metrics: dict[str, Any], history: Sequence[dict[str, float]], curve_keys: Sequence[str], *,
+           out: Path, reports: Path, metrics_path: Path, plots_path: Path) -> None:
+    """Write the training summary and the curves, then log both and the folders to the stage's MLflow run."""
+    write_json(metrics_path, metrics)
+    write_curves(plots_path, history, curve_keys)
+    tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    tracking.log_artifacts({"model": out, "reports": reports, "plots": plots_path, "metrics": metrics_path})

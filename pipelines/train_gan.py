@@ -19,7 +19,6 @@ checkpoint is.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from components.generative.fit import grid_rows, train_loop_per_worker_gan
 from components.generative.io import save_model_dir
 from components.generative.models import build_gan, build_generator
 from components.generative.sampling import image_grid, interpolate, sample
-from components.io import atomic_dir, write_json
+from components.io import atomic_dir
 from components.ray_adapter import init_ray
 from pipelines import generative_stage as common
 from pipelines.common import stage_main
@@ -100,24 +99,14 @@ def run(cfg: TrainGANConfig, *, prepared: Path, out: Path, reports: Path, metric
             rows = [interpolate(G_ema, z[i], z[i + 1], 10, method="slerp") for i in range(0, 16, 2)]
             common.save_png(tmp / "interpolations.png", image_grid(np.concatenate(rows), nrow=10))
             common.save_png(tmp / "progress.png", image_grid(grid_rows(state["progress"]), nrow=8))
-        write_json(metrics_path, metrics)
-        common.write_curves(plots_path, state["history"], CURVE_KEYS)
-        tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        tracking.log_artifacts({"model": out, "reports": reports, "plots": plots_path, "metrics": metrics_path})
+        common.finish(metrics, state["history"], CURVE_KEYS, out=out, reports=reports, metrics_path=metrics_path,
+                      plots_path=plots_path)
     return metrics
 
 
 @stage_main("train_gan")
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--out", type=Path, default=Path("models/gan"))
-    parser.add_argument("--reports", type=Path, default=Path("reports/gan"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/train_gan.json"))
-    parser.add_argument("--plots", type=Path, default=Path("plots/gan.csv"))
-    parser.add_argument("--storage", type=Path, default=Path("ray_results"))
-    args = parser.parse_args(argv)
+    args = common.parse_args("gan", __doc__.splitlines()[0], argv)
     cfg = load_params(args.params).train_gan
     metrics = run(cfg, prepared=args.prepared, out=args.out, reports=args.reports, metrics_path=args.metrics,
                   plots_path=args.plots, storage=args.storage, params_file=args.params)

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from smoke_data import prepare_smoke
 
 from components.data.images import BadImageError
 from components.features.store import load_features
 from components.features.weights import load_backbone
 from pipelines import features as stage
 from pipelines import prepare
-from pipelines.config import load_params, write_profile_params
+from pipelines.config import write_profile_params
 from tests.fixtures_formats import write_coco, write_corrupt_image
 
 pytestmark = pytest.mark.integration
@@ -35,12 +36,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """The smoke profile's prepared synthetic dataset, in a folder that is the cwd during each test."""
-    work = tmp_path_factory.mktemp("features")
-    params = load_params(REPO / "params.yaml", profile="smoke")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(work)  # prepare stores image paths relative to the cwd
-        prepare.run(params.prepare, Path("data/prepared"), Path("reports/prepare.json"), progress=False)
-    return work, params
+    return prepare_smoke(tmp_path_factory, "features")
 
 
 @pytest.fixture

@@ -15,14 +15,14 @@ import numpy as np
 import ddp_checks
 import mlflow_checks
 import pytest
+from smoke_data import prepare_smoke
 import torch
 from PIL import Image
 
 from components.generative.fit import train_loop_per_worker_gan, train_loop_per_worker_vae
 from components.generative.io import load_generator, load_model_dir
 from components.train.ray_trainer import ScalingSpec, TrainingFailed, fit, make_trainer
-from pipelines import generative_stage, prepare, sample, train_gan, train_vae
-from pipelines.config import load_params
+from pipelines import generative_stage, sample, train_gan, train_vae
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,12 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """The smoke profile's prepared synthetic dataset, in a folder that is the cwd during each test."""
-    work = tmp_path_factory.mktemp("generative")
-    params = load_params(REPO / "params.yaml", profile="smoke")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(work)  # prepare stores image paths relative to the cwd
-        prepare.run(params.prepare, Path("data/prepared"), Path("reports/prepare.json"), progress=False)
-    return work, params
+    return prepare_smoke(tmp_path_factory, "generative")
 
 
 @pytest.fixture
