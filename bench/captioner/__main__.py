@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 
-def _tiny_caption_data(num_images: int, seed: int = 0):
-    """Synthetic features + captions in memory: the loop's cost, not the features'."""
+def _tiny_caption_data(num_images: int, *, positions: int = 16, channels: int = 512, seed: int = 0):
+    """Synthetic features (``positions`` x ``channels``) + captions in memory: the loop's cost, not the features'."""
     from components.captioning.data import CaptionData, SplitCaptions
     from components.data.scene_language import reference_captions
     from components.data.synthetic import sample_scene
@@ -41,7 +41,7 @@ def _tiny_caption_data(num_images: int, seed: int = 0):
     captions = [reference_captions(sample_scene(rng), rng) for _ in range(num_images)]
     words = [tokenize(c) for caps in captions for c in caps]
     vocab = Vocab.build(words, min_word_count=1, max_caption_length=20)
-    grid = rng.normal(size=(num_images, 16, 512)).astype(np.float16)  # resnet18 at 128 px, grid 4
+    grid = rng.normal(size=(num_images, positions, channels)).astype(np.float16)
     features = FeatureSet(np.arange(1, num_images + 1), grid, grid.mean(1), {})
     splits = {}
     bounds = {"train": (0, int(num_images * 0.8)), "val": (int(num_images * 0.8), num_images)}
@@ -67,23 +67,25 @@ def _ray_loop(config: dict) -> None:
     from components.captioning.fit import fit_captioner
     from components.train.session import RaySession
 
-    data = _tiny_caption_data(config["num_images"])
+    data = _tiny_caption_data(config["num_images"], **config["shape"])
     fit_captioner(RaySession(), data=data, arch=config["arch"], cfg=config["train"])
 
 
 def bench_train(args: argparse.Namespace) -> None:
-    from components.captioning.fit import CaptionTrainConfig, fit_captioner
+    from components.captioning.fit import fit_captioner
+    from components.features.backbones import get_spec
     from components.ray_adapter import init_ray
     from components.train.ray_trainer import ScalingSpec, fit, make_trainer
     from components.train.session import LocalSession
     from pipelines.config import load_params
 
-    arch = load_params(args.params).train_captioner.model  # the architecture the demo trains
-    cfg = CaptionTrainConfig(epochs=args.epochs, batch_size=128, lr=3e-3, weight_decay=0.0, lr_schedule="cosine",
-                             grad_clip=5.0, label_smoothing=0.0, attention_penalty=0.1, scheduled_sampling=0.0,
-                             early_stopping_patience=0, seed=0, amp=True, threads_per_worker=args.threads,
-                             fail_at_epoch=-1)
-    data = _tiny_caption_data(args.num_images)
+    params = load_params(args.params)
+    arch = params.train_captioner.model  # the architecture and the optimisation the demo trains
+    cfg = dataclasses.replace(params.train_captioner.train, epochs=args.epochs, early_stopping_patience=0,
+                              threads_per_worker=args.threads, fail_at_epoch=-1)
+    feats = params.features  # and the feature shape of its features stage
+    shape = {"positions": feats.grid_size ** 2, "channels": get_spec(feats.backbone).stage_channels(feats.stage)}
+    data = _tiny_caption_data(args.num_images, **shape)
     local = LocalSession()
     t0 = time.perf_counter()
     fit_captioner(local, data=data, arch=arch, cfg=cfg)
@@ -94,7 +96,7 @@ def bench_train(args: argparse.Namespace) -> None:
     init_ray(num_cpus=max(args.threads, 1))
     history: list[dict] = []
     with tempfile.TemporaryDirectory() as storage:
-        trainer = make_trainer(_ray_loop, {"num_images": args.num_images, "arch": arch, "train": cfg},
+        trainer = make_trainer(_ray_loop, {"num_images": args.num_images, "shape": shape, "arch": arch, "train": cfg},
                                scaling=ScalingSpec(num_workers=1, cpus_per_worker=args.threads, use_gpu=False,
                                                    max_failures=0),
                                run_name="bench-captioner", storage_path=storage)
@@ -103,7 +105,8 @@ def bench_train(args: argparse.Namespace) -> None:
     ray_total = time.perf_counter() - t0
     local_rate, ray_rate = _steady(local.history), _steady(history)
     train_time_ray = sum(h["epoch_seconds"] for h in history)
-    print(f"captions/epoch: {len(data.splits['train'].token_ids)}, epochs: {args.epochs}, threads: {args.threads}")
+    print(f"captions/epoch: {len(data.splits['train'].token_ids)}, epochs: {args.epochs}, threads: {args.threads}, "
+          f"features {shape['positions']} x {shape['channels']}, batch {cfg.batch_size}")
     print(f"without Ray (LocalSession): {local_rate:8.1f} captions/s   (total {local_total:.1f} s)")
     print(f"Ray Train, 1 worker:        {ray_rate:8.1f} captions/s   (total {ray_total:.1f} s)")
     print(f"start-up cost under Ray:    {ray_total - train_time_ray:8.1f} s (Ray, trainer, worker, data)")
@@ -143,7 +146,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="which", required=True)
     train = sub.add_parser("train", help="(a) Ray Train vs the same loop without Ray")
-    train.add_argument("--params", default="params.yaml", help="the train_captioner.model architecture to time")
+    train.add_argument("--params", default="params.yaml",
+                       help="the train_captioner model and train params, and the features shape, to time")
     train.add_argument("--num-images", type=int, default=1000)
     train.add_argument("--epochs", type=int, default=4)
     train.add_argument("--threads", type=int, default=2)
