@@ -41,6 +41,7 @@ from components.generative.data import ImageTensorDataset
 from components.generative.ema import EMA
 from components.generative.fit import fit_gan, fit_vae
 from components.generative.models import MODELS, build_gan, build_vae
+from components.generative.augment import AUGMENTATIONS
 from components.generative.steps import gan_train_step, make_gan_optimizers, vae_train_step
 from components.ray_adapter import init_ray
 from components.train.session import LocalSession, RaySession
@@ -82,7 +83,8 @@ def run_plain(model: str, cfg: Any, images: torch.Tensor) -> list[float]:
                 vae_train_step(net, batch, opt)
             else:
                 gan_train_step(G, D, batch, opt_g, opt_d, loss=cfg.model.loss, n_critic=cfg.model.n_critic,
-                               gp_weight=cfg.model.gp_weight, ema=ema, step=step)
+                               gp_weight=cfg.model.gp_weight, ema=ema, step=step,
+                               augment=AUGMENTATIONS[cfg.train.augment])
             seen += batch.shape[0]
             step += 1
         rates.append(seen / (time.perf_counter() - start))

@@ -45,6 +45,7 @@ from components.generative.diagnostics import (
 from components.generative.ema import EMA, recalibrate_batchnorm
 from components.generative.models import MODELS, build_gan, build_vae
 from components.generative.sampling import sample
+from components.generative.augment import AUGMENTATIONS
 from components.generative.steps import gan_train_step, make_gan_optimizers, vae_eval_step, vae_train_step
 from components.train.session import RaySession, Session, autocast, maybe_inject_failure
 
@@ -93,6 +94,7 @@ class GANTrainConfig:
     lr_g: float
     lr_d: float  # lr_d > lr_g is the two time-scale rule (TTUR, Heusel et al. 2017)
     betas: tuple[float, float]  # Adam's, shared; DCGAN: (0.5, 0.999)
+    augment: str  # a key of components.generative.augment.AUGMENTATIONS (DiffAugment) | none
     num_samples: int
     sample_seed: int
     seed: int
@@ -104,6 +106,9 @@ class GANTrainConfig:
         _check_common("train_gan.train", self)
         if self.lr_g <= 0 or self.lr_d <= 0:
             raise ConfigError("train_gan.train: lr_g and lr_d must be > 0")
+        if self.augment not in AUGMENTATIONS:
+            raise ConfigError(f"train_gan.train.augment must be one of {', '.join(AUGMENTATIONS)}, "
+                              f"got {self.augment!r}")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -399,7 +404,7 @@ def fit_gan(
             with autocast(device, cfg.amp):
                 out = gan_train_step(G, D, batch, opt_g, opt_d, loss=model_cfg.loss, n_critic=model_cfg.n_critic,
                                      gp_weight=model_cfg.gp_weight, ema=ema, step=state["step"],
-                                     generator=noise)
+                                     generator=noise, augment=AUGMENTATIONS[cfg.augment])
             _guard(out, step=state["step"], epoch=epoch, last_good_epoch=state["epoch"])
             for k in sums:
                 sums[k] += out[k]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from components.generative.augment import Augmentation
 from components.generative.common import standard_normal, unwrap
 from components.generative.ema import EMA
 from components.generative.losses import GAN_LOSSES, GANLoss, bits_per_dim, gradient_penalty
@@ -115,7 +116,8 @@ def make_gan_optimizers(G: nn.Module, D: nn.Module, *, lr_g: float, lr_d: float,
 def gan_train_step(G: nn.Module, D: nn.Module, batch: Tensor, opt_g: torch.optim.Optimizer,
                    opt_d: torch.optim.Optimizer, *, loss: str | GANLoss, n_critic: int,
                    gp_weight: float, ema: EMA | None, step: int,
-                   generator: torch.Generator | None = None) -> dict[str, float]:
+                   generator: torch.Generator | None = None,
+                   augment: Augmentation | None = None) -> dict[str, float]:
     """One discriminator update, and a generator update every ``n_critic`` calls.
 
     Semantics of ``n_critic``: one call = one D update on ``batch``; the
@@ -143,7 +145,10 @@ def gan_train_step(G: nn.Module, D: nn.Module, batch: Tensor, opt_g: torch.optim
         gp_weight: Gradient penalty lambda; 0 disables it.
         ema: Generator weight average, updated after each G step; or None.
         step: 0-based count of earlier calls.
-        generator: RNG for z and the penalty's interpolation (default: global).
+        generator: RNG for z, the penalty's interpolation and the augmentation (default: global).
+        augment: DiffAugment (:mod:`components.generative.augment`): applied to
+            every image D sees, real and fake, in both updates (the penalty
+            then interpolates augmented images); None: D sees the images as they are.
 
     Returns:
         dict[str, float]: ``d_loss`` (adversarial part), ``gp`` (weighted, 0
@@ -160,12 +165,16 @@ def gan_train_step(G: nn.Module, D: nn.Module, batch: Tensor, opt_g: torch.optim
 
     # Discriminator / critic update.
     z = standard_normal((b, latent_dim), generator=generator, like=batch)  # (B, L)
+    def seen_by_d(x: Tensor) -> Tensor:
+        return augment(x, generator) if augment is not None else x
+
     with torch.no_grad():
-        fake = G(z)  # (B, 3, H, W)
-    real_logits = D(batch)  # (B,)
+        fake = seen_by_d(G(z))  # (B, 3, H, W)
+    real = seen_by_d(batch)
+    real_logits = D(real)  # (B,)
     fake_logits = D(fake)  # (B,)
     d_loss = loss_fns.d_loss(real_logits, fake_logits)
-    gp = (gradient_penalty(D, batch, fake, weight=gp_weight, generator=generator)
+    gp = (gradient_penalty(D, real, fake, weight=gp_weight, generator=generator)
           if gp_weight > 0 else torch.zeros((), device=batch.device))
     opt_d.zero_grad(set_to_none=True)
     (d_loss + gp).backward()
@@ -175,7 +184,7 @@ def gan_train_step(G: nn.Module, D: nn.Module, batch: Tensor, opt_g: torch.optim
     g_updated = (step + 1) % n_critic == 0
     if g_updated:
         z = standard_normal((b, latent_dim), generator=generator, like=batch)  # (B, L)
-        g_loss = loss_fns.g_loss(D(G(z)))
+        g_loss = loss_fns.g_loss(D(seen_by_d(G(z))))
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()

@@ -36,7 +36,8 @@ VAE_TRAIN = VAETrainConfig(epochs=1, batch_size=16, lr=3e-3, betas=(0.9, 0.999),
                            num_samples=16, sample_seed=0, seed=0, amp=False, threads_per_worker=1, fail_at_epoch=-1)
 GAN_MODEL = GANConfig(image_size=SIZE, latent_dim=8, g_channels=8, d_channels=8, loss="non_saturating",
                       d_norm="batch", spectral_norm=False, n_critic=2, gp_weight=0.0, ema_decay=0.9)
-GAN_TRAIN = GANTrainConfig(epochs=1, batch_size=16, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), num_samples=16,
+GAN_TRAIN = GANTrainConfig(epochs=1, batch_size=16, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999),
+                           augment="translation_cutout", num_samples=16,
                            sample_seed=0, seed=0, amp=False, threads_per_worker=1, fail_at_epoch=-1)
 
 
