@@ -37,11 +37,11 @@ import numpy as np
 import torch
 
 from components.data.synthetic import render_scene, sample_scene
+from components.generative.augment import AUGMENTATIONS
 from components.generative.data import ImageTensorDataset
 from components.generative.ema import EMA
 from components.generative.fit import fit_gan, fit_vae
 from components.generative.models import MODELS, build_gan, build_vae
-from components.generative.augment import AUGMENTATIONS
 from components.generative.steps import gan_train_step, make_gan_optimizers, vae_train_step
 from components.ray_adapter import init_ray
 from components.train.session import LocalSession, RaySession

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from components.config import ConfigError, to_dict
+from components.generative.augment import AUGMENTATIONS
 from components.generative.common import unwrap
 from components.generative.config import GANConfig, VAEConfig
 from components.generative.data import ImageTensorDataset, load_images
@@ -45,7 +46,6 @@ from components.generative.diagnostics import (
 from components.generative.ema import EMA, recalibrate_batchnorm
 from components.generative.models import MODELS, build_gan, build_vae
 from components.generative.sampling import sample
-from components.generative.augment import AUGMENTATIONS
 from components.generative.steps import gan_train_step, make_gan_optimizers, vae_eval_step, vae_train_step
 from components.train.session import RaySession, Session, autocast, maybe_inject_failure
 

@@ -163,11 +163,11 @@ def gan_train_step(G: nn.Module, D: nn.Module, batch: Tensor, opt_g: torch.optim
     b = batch.shape[0]
     latent_dim = unwrap(G).latent_dim
 
-    # Discriminator / critic update.
-    z = standard_normal((b, latent_dim), generator=generator, like=batch)  # (B, L)
-    def seen_by_d(x: Tensor) -> Tensor:
+    def seen_by_d(x: Tensor) -> Tensor:  # what D gets of an image, real or fake
         return augment(x, generator) if augment is not None else x
 
+    # Discriminator / critic update.
+    z = standard_normal((b, latent_dim), generator=generator, like=batch)  # (B, L)
     with torch.no_grad():
         fake = seen_by_d(G(z))  # (B, 3, H, W)
     real = seen_by_d(batch)
