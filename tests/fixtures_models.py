@@ -42,7 +42,7 @@ def gan_dir(path: Path, *, seed: int = 0) -> Path:
 
 
 def vae_dir(path: Path, *, seed: int = 0) -> Path:
-    cfg = VAEConfig(image_size=16, latent_dim=4, base_channels=4, likelihood="bernoulli", gaussian_std=0.1,
+    cfg = VAEConfig(image_size=16, latent_dim=4, base_channels=4, decoder_res_blocks=1, likelihood="bernoulli", gaussian_std=0.1,
                     learn_std=False, beta=1.0)
     torch.manual_seed(seed)
     return save_generative_dir(path, "vae", build_vae(cfg), cfg)

@@ -224,25 +224,18 @@ def fit_captioner(
             "train_captions_per_s": captions_seen * session.world_size / max(train_seconds, 1e-9),
             "epoch_seconds": time.perf_counter() - start,
         }
-        state["history"].append(metrics)
         if val_scores["cider"] > state["best_cider"]:
             state["best_cider"], state["best_epoch"], state["bad_epochs"] = val_scores["cider"], epoch, 0
             state["best_model"] = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
         else:
             state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        if session.is_chief and logger is not None:
-            logger.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
-        checkpoint = None
-        if session.is_chief:
-            checkpoint = {
-                **state,
-                "model": unwrap(model).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "model_config": model_cfg.to_dict(),
-            }
-        session.report(metrics, checkpoint, epoch=epoch)
+        session.end_epoch(state, metrics, logger=logger, checkpoint=lambda: {
+            **state,
+            "model": unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "model_config": model_cfg.to_dict(),
+        })
 
     return {**state, "model_config": model_cfg.to_dict()}
 

@@ -47,6 +47,8 @@ class VAEConfig:
         image_size: Image side in pixels (32 or 64).
         latent_dim: Size of z.
         base_channels: Channels of the first encoder stage (doubling per stage).
+        decoder_res_blocks: Residual 3x3 blocks after each inner decoder
+            stage (0: the plain transposed-convolution decoder).
         likelihood: ``gaussian`` (discretized, 8-bit) or ``bernoulli``.
         gaussian_std: The Gaussian's shared std in pixel units (data in
             ``[0, 1]``): fixed, or the initial value when ``learn_std``.
@@ -58,6 +60,7 @@ class VAEConfig:
     image_size: int
     latent_dim: int
     base_channels: int
+    decoder_res_blocks: int
     likelihood: str
     gaussian_std: float
     learn_std: bool
@@ -66,6 +69,8 @@ class VAEConfig:
     def __post_init__(self) -> None:
         _check_common("VAEConfig", self.image_size, self.latent_dim,
                       {"base_channels": self.base_channels})
+        if self.decoder_res_blocks < 0:
+            raise ConfigError(f"VAEConfig.decoder_res_blocks must be >= 0, got {self.decoder_res_blocks}")
         _check_choice("VAEConfig", "likelihood", self.likelihood, LIKELIHOODS)
         if self.gaussian_std <= 0:
             raise ConfigError(f"VAEConfig.gaussian_std must be > 0, got {self.gaussian_std}")

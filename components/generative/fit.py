@@ -185,12 +185,6 @@ def _sample_diagnostics(sampler: nn.Module, real: np.ndarray, cfg: Any) -> tuple
     return metrics, torch.from_numpy(images[:PROGRESS_SAMPLES].copy())  # (8, H, W, 3)
 
 
-def _log(logger: Any, metrics: dict[str, float], epoch: int) -> None:
-    if logger is not None:
-        logger.log_metrics({k: v for k, v in metrics.items() if k not in ("epoch", "epoch_start_time")},
-                           step=epoch)
-
-
 def _mean(sums: dict[str, float], count: int) -> dict[str, float]:
     return {k: v / max(count, 1) for k, v in sums.items()}
 
@@ -306,7 +300,6 @@ def fit_vae(
         }
         if "gaussian_std" in train_metrics:
             metrics["gaussian_std"] = train_metrics["gaussian_std"]
-        checkpoint = None
         if session.is_chief:
             last = epoch == cfg.epochs - 1
             val = evaluate_vae(model, val_images, batch_size=max(cfg.batch_size, 64),
@@ -317,13 +310,9 @@ def fit_vae(
             metrics.update(diagnostics)
             state["progress"] = torch.cat([state["progress"], row[None]])
         metrics["epoch_seconds"] = time.perf_counter() - start
-        state["history"].append(metrics)
-        state["epoch"] = epoch
-        if session.is_chief:
-            _log(logger, metrics, epoch)
-            checkpoint = _snapshot({**state, "model": unwrap(model).state_dict(),
-                                    "optimizer": optimizer.state_dict(), "model_config": to_dict(model_cfg)})
-        session.report(metrics, checkpoint, epoch=epoch)
+        session.end_epoch(state, metrics, logger=logger, checkpoint=lambda: _snapshot(
+            {**state, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+             "model_config": to_dict(model_cfg)}))
 
     return {**state, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
             "model_config": to_dict(model_cfg)}
@@ -424,7 +413,6 @@ def fit_gan(
             "train_images_per_s": seen * session.world_size / max(train_seconds, 1e-9),
             "epoch_start_time": epoch_start_time,
         }
-        checkpoint = None
         if session.is_chief:
             # standing BatchNorm statistics for the averaged weights (the next update overwrites them)
             recalibrate_batchnorm(ema.module, batch_size=cfg.batch_size, seed=cfg.sample_seed)
@@ -432,12 +420,8 @@ def fit_gan(
             metrics.update(diagnostics)
             state["progress"] = torch.cat([state["progress"], row[None]])
         metrics["epoch_seconds"] = time.perf_counter() - start
-        state["history"].append(metrics)
-        state["epoch"] = epoch
-        if session.is_chief:
-            _log(logger, metrics, epoch)
-            checkpoint = _snapshot(_gan_state(state, G, D, ema, opt_g, opt_d, model_cfg))
-        session.report(metrics, checkpoint, epoch=epoch)
+        session.end_epoch(state, metrics, logger=logger,
+                          checkpoint=lambda: _snapshot(_gan_state(state, G, D, ema, opt_g, opt_d, model_cfg)))
 
     return _gan_state(state, G, D, ema, opt_g, opt_d, model_cfg)
 

@@ -30,7 +30,7 @@ def build_vae(cfg: VAEConfig) -> VAE:
     dims = dict(image_size=cfg.image_size, latent_dim=cfg.latent_dim, base_channels=cfg.base_channels)
     return VAE(
         encoder=Encoder(**dims),
-        decoder=Decoder(**dims),
+        decoder=Decoder(**dims, res_blocks=cfg.decoder_res_blocks),
         likelihood=LIKELIHOODS[cfg.likelihood].from_config(cfg),
         beta=cfg.beta,
         image_size=cfg.image_size,

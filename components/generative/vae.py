@@ -94,14 +94,40 @@ class Encoder(nn.Module):
         return mu, logvar
 
 
+class ResidualBlock(nn.Module):
+    """``x + f(x)``, ``f`` two 3x3 convolutions with GroupNorm (He et al. 2016), then SiLU; shape kept."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), _norm(channels), nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1), _norm(channels),
+        )
+        self.act = nn.SiLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` -> ``(B, C, H, W)``."""
+        return self.act(x + self.body(x))
+
+
 class Decoder(nn.Module):
     """p(x|z): a linear map to 4x4, then transposed convolutions up to the image size.
 
-    Returns the likelihood's parameters per sub-pixel ``(B, 3, H, W)``: logits
-    (Bernoulli) or means (Gaussian).
+    After every inner upsampling stage (8 and 16 px for a 32 px image) come
+    ``res_blocks`` :class:`ResidualBlock` s: 3x3 convolutions at that
+    resolution, which draw the edges of small shapes that a transposed
+    convolution alone blurs (README §VAE and GAN). Returns the likelihood's
+    parameters per sub-pixel ``(B, 3, H, W)``: logits (Bernoulli) or means
+    (Gaussian).
+
+    Args:
+        image_size: Output side in pixels (a power of two).
+        latent_dim: L, size of z.
+        base_channels: Channels of the last hidden stage; each stage above doubles them.
+        res_blocks: Residual blocks after each inner stage (0: none).
     """
 
-    def __init__(self, *, image_size: int, latent_dim: int, base_channels: int):
+    def __init__(self, *, image_size: int, latent_dim: int, base_channels: int, res_blocks: int = 0):
         super().__init__()
         n = num_stages(image_size)
         c = base_channels * 2 ** (n - 1)
@@ -111,6 +137,7 @@ class Decoder(nn.Module):
         for _ in range(n - 1):
             layers += [nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1), _norm(c // 2), nn.SiLU()]
             c //= 2
+            layers += [ResidualBlock(c) for _ in range(res_blocks)]
         layers.append(nn.ConvTranspose2d(c, 3, 4, stride=2, padding=1))
         self.net = nn.Sequential(*layers)
 

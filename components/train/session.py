@@ -61,6 +61,35 @@ class Session(abc.ABC):
         """Move to the device (and wrap in DDP when distributed)."""
         return model.to(self.device)
 
+    def end_epoch(self, state: dict[str, Any], metrics: dict[str, float], *, logger: Any,
+                  checkpoint: Callable[[], dict[str, Any]]) -> None:
+        """Close an epoch the same way in every loop: record it, log and checkpoint on rank 0, report.
+
+        Appends ``metrics`` to ``state["history"]`` and sets ``state["epoch"]``
+        before ``checkpoint()`` builds the checkpoint, so the checkpoint holds
+        the finished epoch and a restart resumes after it. ``checkpoint`` and
+        the logger run on rank 0 only (building a checkpoint copies every
+        weight); every rank reports, since Ray Train's report is a barrier.
+
+        Args:
+            state: The loop's resumable state; needs ``history`` and ``epoch``.
+            metrics: This epoch's metrics, ``metrics["epoch"]`` included.
+            logger: ``log_metrics(dict, step)`` (MLflow), or None. It gets
+                every metric but ``epoch`` (the step) and ``epoch_start_time``
+                (a wall-clock stamp for the report, not a curve).
+            checkpoint: Builds rank 0's checkpoint from ``state``.
+        """
+        epoch = int(metrics["epoch"])
+        state["history"].append(metrics)
+        state["epoch"] = epoch
+        snapshot = None
+        if self.is_chief:
+            if logger is not None:
+                logger.log_metrics({k: v for k, v in metrics.items() if k not in ("epoch", "epoch_start_time")},
+                                   step=epoch)
+            snapshot = checkpoint()
+        self.report(metrics, snapshot, epoch=epoch)
+
     def sampler(self, dataset: Any, *, shuffle: bool, seed: int) -> torch.utils.data.Sampler | None:
         """A DistributedSampler when distributed, else None (use ``shuffle``)."""
         if self.world_size == 1:

@@ -30,7 +30,7 @@ from components.train.session import LocalSession
 
 SIZE = 16
 
-VAE_MODEL = VAEConfig(image_size=SIZE, latent_dim=8, base_channels=8, likelihood="gaussian", gaussian_std=0.05,
+VAE_MODEL = VAEConfig(image_size=SIZE, latent_dim=8, base_channels=8, decoder_res_blocks=0, likelihood="gaussian", gaussian_std=0.05,
                       learn_std=True, beta=1.0)
 VAE_TRAIN = VAETrainConfig(epochs=1, batch_size=16, lr=3e-3, betas=(0.9, 0.999), grad_clip=0.0, iw_samples=4,
                            num_samples=16, sample_seed=0, seed=0, amp=False, threads_per_worker=1, fail_at_epoch=-1)

@@ -19,7 +19,7 @@ from components.generative.models import MODELS, build_gan, build_vae
 from components.generative.sampling import sample
 from components.generative.steps import gan_train_step, make_gan_optimizers, vae_train_step
 
-VAE_CFG = VAEConfig(image_size=32, latent_dim=4, base_channels=8, likelihood="gaussian",
+VAE_CFG = VAEConfig(image_size=32, latent_dim=4, base_channels=8, decoder_res_blocks=0, likelihood="gaussian",
                     gaussian_std=0.2, learn_std=True, beta=2.0)
 GAN_CFG = GANConfig(image_size=32, latent_dim=4, g_channels=8, d_channels=8, loss="hinge", d_norm="none",
                     spectral_norm=True, n_critic=1, gp_weight=0.0, ema_decay=0.5)

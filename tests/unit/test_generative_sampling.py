@@ -19,7 +19,7 @@ from components.generative.diagnostics import (
 from components.generative.models import build_gan, build_vae
 from components.generative.sampling import image_grid, interpolate, lerp, reconstructions, sample, slerp
 
-VAE_CFG = VAEConfig(image_size=32, latent_dim=6, base_channels=8, likelihood="bernoulli",
+VAE_CFG = VAEConfig(image_size=32, latent_dim=6, base_channels=8, decoder_res_blocks=1, likelihood="bernoulli",
                     gaussian_std=0.1, learn_std=False, beta=1.0)
 GAN_CFG = GANConfig(image_size=32, latent_dim=6, g_channels=8, d_channels=8, loss="hinge", d_norm="batch",
                     spectral_norm=False, n_critic=1, gp_weight=0.0, ema_decay=0.9)

@@ -41,7 +41,7 @@ def test_sample_cli_is_deterministic_per_seed(gan_dir, tmp_path, capsys):
 
 
 def test_sample_cli_vae_folder_and_clear_errors(tmp_path, capsys):
-    cfg = VAEConfig(image_size=16, latent_dim=4, base_channels=4, likelihood="bernoulli", gaussian_std=0.1,
+    cfg = VAEConfig(image_size=16, latent_dim=4, base_channels=4, decoder_res_blocks=1, likelihood="bernoulli", gaussian_std=0.1,
                     learn_std=False, beta=1.0)
     folder = save_model_dir(tmp_path / "vae", "vae", build_vae(cfg), cfg)
     sample.main(["--model", str(folder), "-n", "4", str(tmp_path / "v.png")])

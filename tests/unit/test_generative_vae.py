@@ -13,11 +13,11 @@ from components.generative import losses
 from components.generative.config import VAEConfig
 from components.generative.models import MODELS, build_vae
 from components.generative.steps import vae_eval_step, vae_train_step
-from components.generative.vae import elbo_terms, iwae_log_likelihood, log_importance_weights
+from components.generative.vae import ResidualBlock, elbo_terms, iwae_log_likelihood, log_importance_weights
 
 
 def tiny_cfg(**overrides) -> VAEConfig:
-    base = dict(image_size=32, latent_dim=4, base_channels=8, likelihood="gaussian",
+    base = dict(image_size=32, latent_dim=4, base_channels=8, decoder_res_blocks=0, likelihood="gaussian",
                 gaussian_std=0.1, learn_std=True, beta=1.0)
     return VAEConfig(**{**base, **overrides})
 
@@ -40,10 +40,11 @@ def coloured_squares(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return x
 
 
+@pytest.mark.parametrize("res_blocks", [0, 2])
 @pytest.mark.parametrize("size", [32, 64])
 @pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
-def test_shapes(size, likelihood):
-    vae = build_vae(tiny_cfg(image_size=size, likelihood=likelihood))
+def test_shapes(size, likelihood, res_blocks):
+    vae = build_vae(tiny_cfg(image_size=size, likelihood=likelihood, decoder_res_blocks=res_blocks))
     x = grid_images(2, size)
     out = vae(x)
     assert out["mu"].shape == out["logvar"].shape == out["z"].shape == (2, 4)
@@ -67,7 +68,31 @@ def test_config_is_frozen_strict_and_validated():
         tiny_cfg(image_size=48)
     with pytest.raises(ConfigError, match="gaussian_std"):
         tiny_cfg(gaussian_std=0.0)
+    with pytest.raises(ConfigError, match="decoder_res_blocks must be >= 0"):
+        tiny_cfg(decoder_res_blocks=-1)
     assert MODELS["vae"].config_cls is VAEConfig and MODELS["vae"].value_range == (0.0, 1.0)
+
+
+def test_decoder_residual_blocks_sit_after_each_inner_stage_and_start_as_refinements():
+    plain = build_vae(tiny_cfg(image_size=64)).decoder
+    deep = build_vae(tiny_cfg(image_size=64, decoder_res_blocks=2)).decoder
+    blocks = [m for m in deep.net if isinstance(m, ResidualBlock)]
+    # 64 px: inner stages at 8, 16 and 32 px (the last transposed conv makes the image), 2 blocks each
+    assert len(blocks) == 3 * 2 and not any(isinstance(m, ResidualBlock) for m in plain.net)
+    h = torch.randn(2, 16, 16, 16)
+    block = blocks[2]  # after the 16 px stage: base_channels * 2 = 16 channels
+    out = block(h)
+    assert out.shape == h.shape
+    with torch.no_grad():  # with a zero residual branch the block is the activation alone
+        block.body[-1].weight.zero_()
+        block.body[-1].bias.zero_()
+    assert torch.allclose(block(h), torch.nn.functional.silu(h))
+    # every block gets a gradient through the ELBO
+    vae = build_vae(tiny_cfg(decoder_res_blocks=1))
+    (-vae(grid_images(2, 32))["log_px_z"].mean()).backward()
+    for m in vae.decoder.net:
+        if isinstance(m, ResidualBlock):
+            assert m.body[0].weight.grad is not None and m.body[0].weight.grad.abs().sum() > 0
 
 
 def test_learned_versus_fixed_std():
