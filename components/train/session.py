@@ -68,8 +68,8 @@ class Session(abc.ABC):
         Appends ``metrics`` to ``state["history"]`` and sets ``state["epoch"]``
         before ``checkpoint()`` builds the checkpoint, so the checkpoint holds
         the finished epoch and a restart resumes after it. ``checkpoint`` and
-        the logger run on rank 0 only (building a checkpoint copies every
-        weight); every rank reports, since Ray Train's report is a barrier.
+        the logger run on rank 0 only (the other ranks' checkpoints would be
+        thrown away); every rank reports, since Ray Train's report is a barrier.
 
         Args:
             state: The loop's resumable state; needs ``history`` and ``epoch``.

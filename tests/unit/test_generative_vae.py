@@ -73,26 +73,27 @@ def test_config_is_frozen_strict_and_validated():
     assert MODELS["vae"].config_cls is VAEConfig and MODELS["vae"].value_range == (0.0, 1.0)
 
 
-def test_decoder_residual_blocks_sit_after_each_inner_stage_and_start_as_refinements():
+def test_decoder_residual_blocks_sit_after_each_inner_stage_and_train():
     plain = build_vae(tiny_cfg(image_size=64)).decoder
     deep = build_vae(tiny_cfg(image_size=64, decoder_res_blocks=2)).decoder
+    assert not any(isinstance(m, ResidualBlock) for m in plain.net)
+    # 64 px, base 8: inner stages at 8, 16 and 32 px with 32, 16 and 8 channels, 2 blocks each
+    # (the last transposed conv makes the image and has none)
     blocks = [m for m in deep.net if isinstance(m, ResidualBlock)]
-    # 64 px: inner stages at 8, 16 and 32 px (the last transposed conv makes the image), 2 blocks each
-    assert len(blocks) == 3 * 2 and not any(isinstance(m, ResidualBlock) for m in plain.net)
+    assert [b.body[0].in_channels for b in blocks] == [32, 32, 16, 16, 8, 8]
     h = torch.randn(2, 16, 16, 16)
-    block = blocks[2]  # after the 16 px stage: base_channels * 2 = 16 channels
-    out = block(h)
-    assert out.shape == h.shape
+    block = blocks[2]
+    assert block(h).shape == h.shape
     with torch.no_grad():  # with a zero residual branch the block is the activation alone
         block.body[-1].weight.zero_()
         block.body[-1].bias.zero_()
     assert torch.allclose(block(h), torch.nn.functional.silu(h))
-    # every block gets a gradient through the ELBO
+    # every block gets a gradient through the likelihood
     vae = build_vae(tiny_cfg(decoder_res_blocks=1))
     (-vae(grid_images(2, 32))["log_px_z"].mean()).backward()
-    for m in vae.decoder.net:
-        if isinstance(m, ResidualBlock):
-            assert m.body[0].weight.grad is not None and m.body[0].weight.grad.abs().sum() > 0
+    trained = [m for m in vae.decoder.net if isinstance(m, ResidualBlock)]
+    assert len(trained) == 2
+    assert all(m.body[0].weight.grad is not None and m.body[0].weight.grad.abs().sum() > 0 for m in trained)
 
 
 def test_learned_versus_fixed_std():
