@@ -34,7 +34,8 @@ def _check_common(name: str, image_size: int, latent_dim: int, channels: dict[st
             raise ConfigError(f"{name}.{key} must be >= 1, got {value}")
 
 
-def _check_choice(name: str, key: str, value: str, registry: dict) -> None:
+def check_choice(name: str, key: str, value: str, registry: dict) -> None:
+    """Refuse a ``value`` that is not a name in ``registry``, naming ``name.key`` and the choices."""
     if value not in registry:
         raise ConfigError(f"{name}.{key} must be one of {sorted(registry)}, got {value!r}")
 
@@ -71,7 +72,7 @@ class VAEConfig:
                       {"base_channels": self.base_channels})
         if self.decoder_res_blocks < 0:
             raise ConfigError(f"VAEConfig.decoder_res_blocks must be >= 0, got {self.decoder_res_blocks}")
-        _check_choice("VAEConfig", "likelihood", self.likelihood, LIKELIHOODS)
+        check_choice("VAEConfig", "likelihood", self.likelihood, LIKELIHOODS)
         if self.gaussian_std <= 0:
             raise ConfigError(f"VAEConfig.gaussian_std must be > 0, got {self.gaussian_std}")
         if self.beta < 0:
@@ -110,8 +111,8 @@ class GANConfig:
     def __post_init__(self) -> None:
         _check_common("GANConfig", self.image_size, self.latent_dim,
                       {"g_channels": self.g_channels, "d_channels": self.d_channels})
-        _check_choice("GANConfig", "loss", self.loss, GAN_LOSSES)
-        _check_choice("GANConfig", "d_norm", self.d_norm, D_NORMS)
+        check_choice("GANConfig", "loss", self.loss, GAN_LOSSES)
+        check_choice("GANConfig", "d_norm", self.d_norm, D_NORMS)
         if self.n_critic < 1:
             raise ConfigError(f"GANConfig.n_critic must be >= 1, got {self.n_critic}")
         if self.gp_weight < 0:

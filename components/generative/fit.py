@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from components.config import ConfigError, to_dict
 from components.generative.augment import AUGMENTATIONS
 from components.generative.common import unwrap
-from components.generative.config import GANConfig, VAEConfig
+from components.generative.config import GANConfig, VAEConfig, check_choice
 from components.generative.data import ImageTensorDataset, load_images
 from components.generative.diagnostics import (
     NonFiniteLossError,
@@ -106,9 +106,7 @@ class GANTrainConfig:
         _check_common("train_gan.train", self)
         if self.lr_g <= 0 or self.lr_d <= 0:
             raise ConfigError("train_gan.train: lr_g and lr_d must be > 0")
-        if self.augment not in AUGMENTATIONS:
-            raise ConfigError(f"train_gan.train.augment must be one of {', '.join(AUGMENTATIONS)}, "
-                              f"got {self.augment!r}")
+        check_choice("train_gan.train", "augment", self.augment, AUGMENTATIONS)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -382,6 +380,7 @@ def fit_gan(
                     batch_size=cfg.batch_size, seed=cfg.seed, session=session)
     real = val_images.permute(0, 2, 3, 1).numpy()[: cfg.num_samples]  # (M, S, S, 3) uint8
     noise = torch.Generator()
+    augment = AUGMENTATIONS[cfg.augment]
 
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         maybe_inject_failure(cfg.fail_at_epoch, epoch, session, storage_dir)
@@ -393,7 +392,7 @@ def fit_gan(
             with autocast(device, cfg.amp):
                 out = gan_train_step(G, D, batch, opt_g, opt_d, loss=model_cfg.loss, n_critic=model_cfg.n_critic,
                                      gp_weight=model_cfg.gp_weight, ema=ema, step=state["step"],
-                                     generator=noise, augment=AUGMENTATIONS[cfg.augment])
+                                     generator=noise, augment=augment)
             _guard(out, step=state["step"], epoch=epoch, last_good_epoch=state["epoch"])
             for k in sums:
                 sums[k] += out[k]
