@@ -19,7 +19,8 @@ What this module decides about a file:
   file covers train2014 and val2014; loading only one of them is fine).
 
 Images are not opened here (``prepare`` validates them): paths are
-``os.path.join(source.images_dir, file_name)``.
+``os.path.join(source.images_dir, file_name)`` (:meth:`SourceImage.in_dir`),
+and ``prepare`` refuses one that resolves outside ``images_dir``.
 
 The small file helpers at the bottom (:func:`annotation_path`,
 :func:`read_json`, :func:`check_split`, :func:`assemble`) are shared by the
@@ -203,7 +204,10 @@ def _read_captions_file(
                 )
             )
             continue
-        images.append(SourceImage(image_id, os.path.join(images_dir, info["file_name"]), split))
+        images.append(
+            SourceImage.in_dir(image_id, split, annotation_file=path, images_dir=images_dir,
+                               file_name=info["file_name"])
+        )
         for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])):  # file order
             captions.append(SourceCaption(image_id, ann["caption"]))
     return images, captions

@@ -22,7 +22,11 @@ warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
 class BadImageError(ValueError):
-    """An image cannot be used. ``kind`` is ``missing_image`` or ``corrupt_image``."""
+    """An image cannot be used.
+
+    ``kind`` is ``missing_image`` or ``corrupt_image`` (:func:`inspect_image`),
+    or ``outside_root`` (``prepare.check_inside_images_dir``).
+    """
 
     def __init__(self, kind: str, path: str, detail: str):
         super().__init__(f"{path}: {kind.replace('_', ' ')} ({detail})")

@@ -17,7 +17,8 @@ The file carries its own split::
 * the caption is ``raw``, untouched (``tokens`` is Karpathy's own lower-cased
   tokenization; ``prepare`` normalizes ``raw`` itself);
 * the path is ``images_dir/filepath/filename``, or ``images_dir/filename``
-  when there is no ``filepath``; images are not opened here.
+  when there is no ``filepath``; images are not opened here, and ``prepare``
+  refuses a path that resolves outside ``images_dir``.
 
 An image entry lacking ``filename``, ``split``, ``sentences`` or an id, or with
 an unknown split, makes the file unreadable (:class:`DatasetFormatError`); a
@@ -128,15 +129,14 @@ def _read_file(
             )
         if filepath is not None and not isinstance(filepath, str):
             raise DatasetFormatError(f"{where}: field 'filepath' must be a string")
-        image_path = (
-            os.path.join(images_dir, filepath, filename)
-            if filepath
-            else os.path.join(images_dir, filename)
-        )
+        file_name = os.path.join(filepath, filename) if filepath else filename
         split = karpathy_split(entry["split"], where)
         if not isinstance(entry["sentences"], list):
             raise DatasetFormatError(f"{where}: field 'sentences' must be a list")
-        images.append(SourceImage(image_id, image_path, split))
+        images.append(
+            SourceImage.in_dir(image_id, split, annotation_file=path, images_dir=images_dir,
+                               file_name=file_name)
+        )
 
         for j, sentence in enumerate(entry["sentences"]):
             if isinstance(sentence, dict) and "sentid" in sentence:

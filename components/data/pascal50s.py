@@ -21,7 +21,8 @@ either pair of field names.
   linear order), stable for a given file;
 * path: ``images_dir/<basename>``, where ``<basename>`` is the last ``/`` part
   of a URL (``2008_000032.jpg``, as in VOC's ``JPEGImages``); a plain name is
-  joined as it is;
+  joined as it is (``prepare`` refuses one that resolves outside
+  ``images_dir``);
 * split: ``source.split`` for every image. PASCAL-50S is an evaluation set,
   so set ``split: test`` for it in ``params.yaml`` (``AnnotationSource``
   defaults to ``train``, which this loader cannot tell apart from a choice).
@@ -34,7 +35,6 @@ sentences (its id is still used up, so later ids do not move).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -146,7 +146,10 @@ def _read_file(
             )
             continue
         first_seen[file_name] = image_id
-        images.append(SourceImage(image_id, os.path.join(images_dir, file_name), split))
+        images.append(
+            SourceImage.in_dir(image_id, split, annotation_file=path, images_dir=images_dir,
+                               file_name=file_name)
+        )
         for j, cell in enumerate(_cells(record[sentence_field]), start=1):
             sentence = _text(cell)
             if sentence is None:

@@ -8,6 +8,7 @@ case                                   what happens
 malformed annotation file / field      the stage fails, naming the file and field
 missing image file                     ``on_bad_image``: skip and count, or fail
 corrupt or truncated image             ``on_bad_image``: skip and count, or fail
+image path outside ``images_dir``      ``on_bad_image``: skip and count, or fail
 grayscale / palette / CMYK / alpha     kept, converted to RGB when read; counted
 annotation naming an unknown image     skipped and counted (by the loader)
 caption empty after normalization      skipped and counted
@@ -15,6 +16,14 @@ non-ASCII caption                      folded to ASCII (``text.to_ascii``); coun
 caption longer than max length         cut to ``max_caption_length``; counted
 image left with no caption             skipped and counted
 =====================================  ==========================================
+
+An image path is outside ``images_dir`` when, resolved (``os.path.realpath``,
+following ``..``, absolute names and symlinks; ``images_dir`` is resolved too),
+it does not lie under the resolved ``images_dir`` of its annotation source
+(:func:`check_inside_images_dir`). So ``../x.jpg``, ``/elsewhere/x.jpg`` and a
+symlink inside ``images_dir`` pointing outside it are refused (skip kind
+``outside_root``); a symlink whose target stays inside, or an ``images_dir``
+that is itself a symlink, is fine. URIs (``://``) are not checked.
 
 Nothing here writes outside ``out_dir``; the stage makes that folder atomic.
 """
@@ -42,20 +51,52 @@ from components.data.schema import (
     DatasetFormatError,
     Skip,
     SourceDataset,
+    SourceImage,
 )
 
 
-def _inspect_all(paths: list[str], num_workers: int, progress: bool) -> list[ImageInfo | BadImageError]:
-    """Decode every image once, in threads (PIL releases the GIL while decoding)."""
+def check_inside_images_dir(image: SourceImage) -> None:
+    """Refuse an image whose path resolves outside its source's ``images_dir``.
 
-    def check(path: str) -> ImageInfo | BadImageError:
+    The one confinement rule for every loader: ``image.path`` and
+    ``image.origin.images_dir`` are both resolved with ``os.path.realpath``
+    (``..``, absolute names and symlinks followed) and the path must lie under
+    the folder. A symlink inside ``images_dir`` pointing outside it is
+    refused; one whose target stays inside is accepted, and so is an
+    ``images_dir`` that is itself a symlink. Not checked: URIs (a path with
+    ``://``) and images without an origin (made by code, not by a loader).
+
+    Raises:
+        BadImageError: ``outside_root``, naming the annotation file, the
+            image's ``file_name`` and ``images_dir``.
+    """
+    origin = image.origin
+    if origin is None or "://" in image.path:
+        return
+    root = os.path.realpath(origin.images_dir)
+    target = os.path.realpath(image.path)
+    if os.path.commonpath([root, target]) != root:
+        raise BadImageError(
+            "outside_root",
+            image.path,
+            f"file_name {origin.file_name!r} in {origin.annotation_file} resolves to {target}, "
+            f"outside images_dir {origin.images_dir}",
+        )
+
+
+def _inspect_all(images: list[SourceImage], num_workers: int,
+                 progress: bool) -> list[ImageInfo | BadImageError]:
+    """Check every image's root, then decode it once, in threads (PIL releases the GIL)."""
+
+    def check(image: SourceImage) -> ImageInfo | BadImageError:
         try:
-            return inspect_image(path)
+            check_inside_images_dir(image)
+            return inspect_image(image.path)
         except BadImageError as err:
             return err
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        return list(tqdm(pool.map(check, paths), total=len(paths), desc="prepare: checking images",
+        return list(tqdm(pool.map(check, images), total=len(images), desc="prepare: checking images",
                          unit="img", disable=not progress, mininterval=1.0))
 
 
@@ -75,8 +116,10 @@ def prepare_dataset(
     Args:
         source: What a loader returned.
         out_dir: Existing folder to write into.
-        on_bad_image: ``"skip"`` to skip and count missing/corrupt images,
-            ``"fail"`` to stop at the first, naming the file.
+        on_bad_image: ``"skip"`` to skip and count missing, corrupt and
+            outside-``images_dir`` images, ``"fail"`` to stop at the first,
+            naming the file (and, outside the root, the annotation file,
+            ``file_name`` and ``images_dir``).
         min_word_count: Vocabulary threshold, counted on the train split.
         max_caption_length: Captions are cut to this many words.
         num_workers: Threads that decode images for the check.
@@ -106,8 +149,8 @@ def prepare_dataset(
                 f"image {img.image_id} ({img.path}): split '{img.split}' is not one of {SPLITS}"
             )
 
-    # 1. Images: decode each once; skip or fail on bad ones.
-    infos = _inspect_all([img.path for img in source.images], num_workers, progress)
+    # 1. Images: confine each to its images_dir, decode it once; skip or fail on bad ones.
+    infos = _inspect_all(source.images, num_workers, progress)
     good: dict[int, tuple[Any, ImageInfo]] = {}
     for img, info in zip(source.images, infos):
         if isinstance(info, BadImageError):

@@ -33,6 +33,7 @@ Tables written by the ``prepare`` stage (``data/prepared/``):
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pyarrow as pa
 
@@ -70,12 +71,48 @@ class DatasetFormatError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageOrigin:
+    """Where a loader found an image: the annotation file, the entry's name, the folder.
+
+    ``prepare`` uses it to keep the image inside ``images_dir`` (the rule is
+    in ``components.data.prepare``) and to name all three when it is not.
+    """
+
+    annotation_file: str
+    images_dir: str
+    file_name: str  # as written in the annotation file (Karpathy: filepath/filename)
+
+
+@dataclasses.dataclass(frozen=True)
 class SourceImage:
-    """One image as a loader found it (not yet opened)."""
+    """One image as a loader found it (not yet opened).
+
+    Loaders build it with :meth:`in_dir`, which records the :class:`ImageOrigin`;
+    an image made without one (by code, not read from an annotation file) is
+    not checked against a root. ``origin`` is provenance, not identity: it
+    takes no part in ``==``.
+    """
 
     image_id: int
     path: str  # filesystem path (absolute or relative to the cwd) or URI
     split: str  # one of SPLITS
+    origin: ImageOrigin | None = dataclasses.field(default=None, compare=False)
+
+    @classmethod
+    def in_dir(
+        cls, image_id: int, split: str, *, annotation_file: str, images_dir: str, file_name: str
+    ) -> SourceImage:
+        """The image ``file_name`` of ``annotation_file``: ``os.path.join(images_dir, file_name)``.
+
+        Nothing is checked here; ``prepare`` refuses a path that resolves
+        outside ``images_dir`` (``outside_root``).
+        """
+        return cls(
+            image_id,
+            os.path.join(images_dir, file_name),
+            split,
+            ImageOrigin(annotation_file, images_dir, file_name),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +127,10 @@ class SourceCaption:
 class Skip:
     """Something left out, and why. Collected into the prepare report.
 
-    ``kind`` is one of: ``missing_image``, ``corrupt_image``, ``unknown_image``
-    (an annotation naming an image the file does not list), ``no_captions``,
+    ``kind`` is one of: ``missing_image``, ``corrupt_image``, ``outside_root``
+    (an image path that resolves outside its source's ``images_dir``),
+    ``unknown_image`` (an annotation naming an image the file does not list),
+    ``no_captions``,
     ``empty_caption``, ``bad_annotation`` (an entry lacking a field, skipped),
     ``not_in_split_file`` (a COCO image the Karpathy split file does not list).
     """

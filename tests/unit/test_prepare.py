@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -10,6 +12,7 @@ import pytest
 from PIL import Image
 
 from components.data.images import BadImageError, load_rgb
+from components.data.loaders import load_dataset
 from components.data.prepare import prepare_dataset
 from components.data.schema import (
     CAPTIONS_SCHEMA,
@@ -19,6 +22,13 @@ from components.data.schema import (
     SourceCaption,
     SourceDataset,
     SourceImage,
+)
+from tests.fixtures_formats import (
+    karpathy_entry,
+    write_coco,
+    write_image,
+    write_karpathy,
+    write_pascal50s,
 )
 
 
@@ -123,3 +133,125 @@ def test_load_rgb_converts_every_mode(dataset):
         assert rgb.mode == "RGB" and rgb.size == (10, 8)
     assert np.asarray(load_rgb(dataset.images[3].path)).min() == 255  # transparent → white
     assert np.asarray(load_rgb(dataset.images[0].path, size=4)).shape == (4, 4, 3)
+
+
+# --- images confined to their source's images_dir ---------------------------
+
+FORMATS = ("coco", "karpathy", "pascal50s")
+INSIDE = ("ok", "link_in")  # a plain file; a symlink to another file inside
+OUTSIDE = ("dotdot", "absolute", "link_out")  # `..`, an absolute name, a symlink out
+
+
+def _confinement_source(root, fmt, cases):
+    """Write dataset ``fmt`` under ``root`` with one image per case; return (source, {case: file_name}).
+
+    ``secret.jpg`` is a valid image outside ``images_dir``, which every
+    ``OUTSIDE`` case reaches; image ids follow ``cases`` from 1, one caption each.
+    """
+    secret = write_image(root / "outside" / "secret.jpg", seed=7)
+    images_dir = root / fmt / ("JPEGImages" if fmt == "pascal50s" else "images")
+    names = {
+        "ok": "ok.jpg",
+        "link_in": "link_in.jpg",
+        "dotdot": os.path.relpath(secret, images_dir),
+        "absolute": str(secret),
+        "link_out": "link_out.jpg",
+    }
+    names = {case: names[case] for case in cases}
+    captions = {case: f"a photo of case {case}" for case in cases}
+    if fmt == "coco":
+        images = [{"id": i, "file_name": names[c]} for i, c in enumerate(cases, start=1)]
+        annotations = [{"id": i, "image_id": i, "caption": captions[c]}
+                       for i, c in enumerate(cases, start=1)]
+        source = write_coco(root / fmt, subset="images", images=images, annotations=annotations,
+                            image_files=False)
+    elif fmt == "karpathy":
+        entries = [karpathy_entry(i, names[c], "train", [captions[c]], first_sentid=i)
+                   for i, c in enumerate(cases, start=1)]
+        source = write_karpathy(root / fmt, entries=entries, image_folder="images",
+                                image_files=False)
+    else:
+        source = write_pascal50s(root / fmt, entries=[(names[c], [captions[c]]) for c in cases],
+                                 image_files=False, split="train")
+    assert source.images_dir == str(images_dir)
+    write_image(images_dir / "ok.jpg", seed=1)
+    write_image(images_dir / "sub" / "other.jpg", seed=2)
+    if "link_in" in cases:
+        os.symlink(os.path.join("sub", "other.jpg"), images_dir / "link_in.jpg")
+    if "link_out" in cases:
+        os.symlink(secret, images_dir / "link_out.jpg")
+    return source, names
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_skip_rule_refuses_paths_outside_images_dir(fmt, tmp_path):
+    cases = INSIDE + OUTSIDE
+    source, names = _confinement_source(tmp_path, fmt, cases)
+    out = tmp_path / "out"
+    out.mkdir()
+    report = prepare_dataset(load_dataset(fmt, [source]), out, on_bad_image="skip", progress=False)
+
+    assert report["skipped_counts"] == {"outside_root": len(OUTSIDE)}
+    refused = {s["item"]: s["detail"] for s in report["skipped"] if s["kind"] == "outside_root"}
+    assert set(refused) == {os.path.join(source.images_dir, names[c]) for c in OUTSIDE}
+    for case in OUTSIDE:
+        detail = refused[os.path.join(source.images_dir, names[case])]
+        assert repr(names[case]) in detail and source.file in detail and source.images_dir in detail
+    # the symlink whose target stays inside is accepted, alongside the plain file
+    ids = pq.read_table(out / "images.parquet").column("image_id").to_pylist()
+    assert ids == [cases.index(c) + 1 for c in INSIDE]
+    assert report["counts"]["images_kept"] == len(INSIDE)
+
+
+@pytest.mark.parametrize("case", OUTSIDE)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fail_rule_names_annotation_file_name_and_images_dir(fmt, case, tmp_path):
+    source, names = _confinement_source(tmp_path, fmt, ("ok", case))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(BadImageError, match="outside root") as err:
+        prepare_dataset(load_dataset(fmt, [source]), out, on_bad_image="fail", progress=False)
+    assert err.value.kind == "outside_root"
+    message = str(err.value)
+    assert source.file in message and repr(names[case]) in message and source.images_dir in message
+    assert not (out / "images.parquet").exists()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_symlinks_staying_inside_are_accepted_even_with_fail(fmt, tmp_path):
+    source, _ = _confinement_source(tmp_path, fmt, INSIDE)
+    out = tmp_path / "out"
+    out.mkdir()
+    report = prepare_dataset(load_dataset(fmt, [source]), out, on_bad_image="fail", progress=False)
+    assert report["skipped_counts"] == {}
+    assert report["counts"]["images_kept"] == len(INSIDE)
+
+
+@pytest.mark.parametrize("fmt", ("coco", "karpathy"))
+def test_images_dir_that_is_a_symlink_is_resolved_too(fmt, tmp_path):
+    source, names = _confinement_source(tmp_path, fmt, INSIDE + ("dotdot",))
+    linked = tmp_path / "linked_images"
+    os.symlink(source.images_dir, linked)
+    source = dataclasses.replace(source, images_dir=str(linked))
+    out = tmp_path / "out"
+    out.mkdir()
+    report = prepare_dataset(load_dataset(fmt, [source]), out, on_bad_image="skip", progress=False)
+    # `..` is taken from the real folder, as the file system does: still outside
+    assert report["skipped_counts"] == {"outside_root": 1}
+    assert report["skipped"][0]["item"] == os.path.join(str(linked), names["dotdot"])
+    assert report["counts"]["images_kept"] == len(INSIDE)
+
+
+def test_uris_and_images_without_origin_are_not_confined(tmp_path):
+    paths = _write_images(tmp_path / "img")
+    uri = SourceImage.in_dir(2, "train", annotation_file="captions.json",
+                             images_dir="s3://bucket/images", file_name="../elsewhere.jpg")
+    assert uri.path == "s3://bucket/images/../elsewhere.jpg" and uri.origin.file_name == "../elsewhere.jpg"
+    assert uri == SourceImage(2, uri.path, "train")  # the origin is not part of identity
+    no_origin = SourceImage(1, paths["rgb"], "train")  # made by code: no root to check
+    dataset = SourceDataset("x", [no_origin, uri], [SourceCaption(1, "a b"), SourceCaption(2, "c d")])
+    out = tmp_path / "out"
+    out.mkdir()
+    report = prepare_dataset(dataset, out, on_bad_image="skip", progress=False)
+    assert report["skipped_counts"] == {"missing_image": 1}  # not outside_root: URIs are out of scope
+    assert report["counts"]["images_kept"] == 1
