@@ -19,11 +19,10 @@ from typing import Any, Literal
 
 from ruamel.yaml import YAML
 
-from components.captioning.fit import ArchitectureParams, CaptionTrainConfig
+from components.captioning.config import ArchitectureParams, CaptionTrainConfig
 from components.config import ConfigError, build, deep_merge, flatten
 from components.data.schema import AnnotationSource
-from components.generative.config import GANConfig, VAEConfig
-from components.generative.fit import GANTrainConfig, VAETrainConfig
+from components.generative.config import GANConfig, GANTrainConfig, VAEConfig, VAETrainConfig
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 

@@ -8,9 +8,10 @@ run, and writing curves and PNGs are written once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 from PIL import Image
 
 from components import tracking
-from components.config import to_dict
+from components.config import flatten, to_dict
 from components.generative.data import load_images
 from components.io import atomic_file, short_sha256, write_json
 from components.train.ray_trainer import ScalingSpec, TrainingFailed, fit, make_trainer, stable_run_name
@@ -69,32 +70,50 @@ def build_trainer(loop: Callable[[dict], None], cfg: Any, *, paths: dict[str, li
     """
     return make_trainer(
         loop,
-        {"paths": {"train": paths["train"], "val": paths["val"]}, "model": cfg.model, "train": cfg.train,
-         "logger": logger, **hooks},
+        {"paths": {"train": paths["train"], "val": paths["val"]}, "model": cfg.model, "train": cfg.train, **hooks},
         scaling=ScalingSpec.from_params(cfg.scaling, cfg.train.threads_per_worker),
         run_name=run_name,
         storage_path=str(storage),
         callbacks=callbacks,
+        logger=logger,
     )
+
+
+def run_name_of(family: str, loop: Callable[[dict], None], cfg: Any, data_version: str) -> str:
+    """The Ray run's identity: the loop's code, the model, train and scaling params, the data version."""
+    return stable_run_name(family, loop, to_dict(cfg.model), to_dict(cfg.train), to_dict(cfg.scaling), data_version)
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, family: str, loop: Callable[[dict], None], cfg: Any, *, data_version: str,
+              params_file: str) -> Iterator[tuple[str, tracking.RunLogger]]:
+    """The stage's MLflow run (continued when an identical run's driver was killed); yields the Ray run
+    name and the :class:`~components.tracking.RunLogger` of its epochs."""
+    run_name = run_name_of(family, loop, cfg, data_version)
+    params = flatten(to_dict(cfg))
+    with tracking.stage_run(stage, params=params, params_file=params_file,
+                            tags={"data_hash": data_version, "ray_run": run_name},
+                            resume_key=stable_run_name(stage, None, run_name, params)) as run_id:
+        yield run_name, tracking.RunLogger(run_id, tracking.tracking_uri())
 
 
 def train_on_ray(family: str, loop: Callable[[dict], None], cfg: Any, *, paths: dict[str, list[str]],
                  data_version: str, storage: Path, logger: Any) -> tuple[dict[str, Any], str, float]:
     """Run ``loop`` under ``TorchTrainer``; return the final state, the run name and the seconds.
 
-    The run name is stable (family, model, train and scaling params, data
-    version), so a rerun after a crash resumes from its last checkpoint.
+    The run name is the run's identity (:func:`run_name_of`: code, params,
+    data), so a rerun of an identical run resumes from its last checkpoint.
 
     Raises:
         StageFailed: the run failed for good (after its restarts); the message
             has the worker's error (e.g. a non-finite loss) and where the last
             good checkpoint is.
     """
-    run_name = stable_run_name(family, to_dict(cfg.model), to_dict(cfg.train), to_dict(cfg.scaling), data_version)
+    run_name = run_name_of(family, loop, cfg, data_version)
     trainer = build_trainer(loop, cfg, paths=paths, storage=storage, run_name=run_name, logger=logger)
     start = time.perf_counter()
     try:
-        state = fit(trainer)
+        state = fit(trainer, logger=logger)
     except TrainingFailed as err:
         kept = last_checkpoint(storage, run_name)
         where = f"last checkpoint on disk: {kept}" if kept else "no checkpoint on disk"

@@ -9,8 +9,9 @@ Training runs on Ray Train (``TorchTrainer``, DDP over ``scaling.num_workers``);
 this driver then rebuilds the best model (by validation CIDEr-D) from the last
 checkpoint, writes the model folder, decodes val and test (beam search), and
 writes the predictions (COCO results format), the metrics and the curves. Every
-output is written atomically; a rerun of the same config resumes from the
-run's last checkpoint under ``--storage``.
+output is written atomically; a rerun of the same code, params and data resumes
+from the run's last checkpoint under ``--storage`` (and continues its MLflow
+run when the driver was killed); anything else trains afresh.
 """
 
 from __future__ import annotations
@@ -70,12 +71,19 @@ def build_trainer(cfg: TrainCaptionerConfig, *, prepared: Path, features: Path, 
     return make_trainer(
         train_loop_per_worker,
         {"features_dir": str(features.resolve()), "prepared_dir": str(prepared.resolve()),
-         "arch": cfg.model, "train": cfg.train, "logger": logger, **hooks},
+         "arch": cfg.model, "train": cfg.train, **hooks},
         scaling=ScalingSpec.from_params(cfg.scaling, cfg.train.threads_per_worker),
         run_name=run_name,
         storage_path=str(storage),
         callbacks=callbacks,
+        logger=logger,
     )
+
+
+def run_name_of(cfg: TrainCaptionerConfig, data_hash: dict[str, str]) -> str:
+    """The Ray run's identity: the training loop's code, the model, train and scaling params, the data."""
+    return stable_run_name("captioner", train_loop_per_worker, to_dict(cfg.model), to_dict(cfg.train),
+                           to_dict(cfg.scaling), data_hash)
 
 
 def run(cfg: TrainCaptionerConfig, *, prepared: Path, features: Path, out: Path, predictions_dir: Path,
@@ -83,21 +91,22 @@ def run(cfg: TrainCaptionerConfig, *, prepared: Path, features: Path, out: Path,
     """Train, then write the model folder, predictions, metrics and curves."""
     meta = read_meta(features)
     data_hash = data_version(prepared, features)
-    run_name = stable_run_name("captioner", to_dict(cfg.model), to_dict(cfg.train),
-                               to_dict(cfg.scaling), data_hash)
+    run_name = run_name_of(cfg, data_hash)
+    params = flatten(to_dict(cfg))
     init_ray()
     with tracking.stage_run(
         "train_captioner",
-        params=flatten(to_dict(cfg)),
+        params=params,
         params_file=params_file,
         tags={"backbone": meta.get("backbone", ""), "features_hash": data_hash["features_meta"],
               "data_hash": data_hash["captions"], "ray_run": run_name},
+        resume_key=stable_run_name("train_captioner", None, run_name, params),
     ) as run_id:
         logger = tracking.RunLogger(run_id, tracking.tracking_uri())
         trainer = build_trainer(cfg, prepared=prepared, features=features, storage=storage, run_name=run_name,
                                 logger=logger)
         start = time.perf_counter()
-        state = fit(trainer)
+        state = fit(trainer, logger=logger)
         train_seconds = time.perf_counter() - start
         log.info("trained in %.0f s; best val CIDEr-D %.3f at epoch %d",
                  train_seconds, state["best_cider"], state["best_epoch"])

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components import tracking
-from components.config import flatten, to_dict
+from components.config import to_dict
 from components.generative.common import from_uint8_images
 from components.generative.diagnostics import colour_histogram, histogram_distance, sample_diversity
 from components.generative.fit import evaluate_vae, grid_rows, train_loop_per_worker_vae
@@ -55,9 +54,8 @@ def run(cfg: TrainVAEConfig, *, prepared: Path, out: Path, reports: Path, metric
     paths = common.image_splits(prepared)
     version = common.data_hash(prepared)
     init_ray()
-    with tracking.stage_run("train_vae", params=flatten(to_dict(cfg)), params_file=params_file,
-                            tags={"data_hash": version}) as run_id:
-        logger = tracking.RunLogger(run_id, tracking.tracking_uri())
+    with common.stage_run("train_vae", "vae", train_loop_per_worker_vae, cfg, data_version=version,
+                          params_file=params_file) as (run_name, logger):
         state, run_name, train_seconds = common.train_on_ray(
             "vae", train_loop_per_worker_vae, cfg, paths=paths, data_version=version, storage=storage,
             logger=logger)

@@ -11,7 +11,9 @@ rank and over the whole validation split, the teacher-forced loss and the
 greedy-decoded CIDEr-D (so all ranks take the same early-stopping decision
 without communicating), then one report with rank 0's checkpoint: model,
 optimiser, scheduler, the best model so far and the metric history. A restart
-resumes after the last reported epoch.
+resumes after the last reported epoch, and gives the same weights as an
+uninterrupted run: the shuffle, dropout and scheduled-sampling streams are
+reseeded per epoch (:func:`~components.train.session.derive_seed`).
 """
 
 from __future__ import annotations
@@ -20,57 +22,19 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
+from components.captioning.config import ArchitectureParams, CaptionTrainConfig
 from components.captioning.data import CaptionData, SplitCaptions, load_caption_data
 from components.captioning.decoding import beam_search, greedy_decode
 from components.captioning.losses import LossConfig
 from components.captioning.models import CaptionModelConfig, build_model
 from components.captioning.train import CaptionDataset, collate_captions, evaluate_loss, train_step
 from components.metrics.captions import quick_scores
-from components.train.session import RaySession, Session, maybe_inject_failure, unwrap
-
-
-@dataclasses.dataclass(frozen=True)
-class ArchitectureParams:
-    """The architecture keys of ``params.yaml``; the data supplies the rest."""
-
-    architecture: Literal["show_tell", "show_attend_tell"]
-    cell: Literal["lstm", "gru"]
-    embed_dim: int
-    hidden_dim: int
-    num_layers: int
-    dropout: float
-    attention_dim: int
-    grid_layers: int
-    position_embedding: bool
-
-    def model_config(self, *, vocab_size: int, feature_dim: int, num_positions: int) -> CaptionModelConfig:
-        return CaptionModelConfig(vocab_size=vocab_size, feature_dim=feature_dim,
-                                  num_positions=num_positions, **dataclasses.asdict(self))
-
-
-@dataclasses.dataclass(frozen=True)
-class CaptionTrainConfig:
-    """Optimisation keys of ``params.yaml`` (``train_captioner.train``)."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    lr_schedule: Literal["constant", "cosine", "step"]
-    grad_clip: float  # 0: no clipping
-    label_smoothing: float
-    attention_penalty: float  # lambda of Xu et al. 2015 eq. 14
-    scheduled_sampling: float  # final probability, ramped linearly from 0 (Bengio et al. 2015)
-    early_stopping_patience: int  # epochs without a better val CIDEr; 0: never stop early
-    seed: int
-    amp: bool  # bf16 autocast on CUDA; ignored on CPU
-    threads_per_worker: int  # torch intra-op threads (Ray sets 1 by default)
-    fail_at_epoch: int  # failure injection for fault-tolerance tests; -1: off
+from components.train.session import RaySession, Session, derive_seed, maybe_inject_failure, unwrap
 
 
 def _loader(split: SplitCaptions, data: CaptionData, batch_size: int, *, shuffle: bool, seed: int,
@@ -136,7 +100,6 @@ def fit_captioner(
     arch: ArchitectureParams,
     cfg: CaptionTrainConfig,
     storage_dir: str = "",
-    logger: Any = None,
     on_step: Callable[[torch.nn.Module, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train a caption model; return the final state (as in the last checkpoint).
@@ -147,7 +110,6 @@ def fit_captioner(
         arch: The architecture params.
         cfg: The optimisation params.
         storage_dir: The run's storage folder (failure-injection flags).
-        logger: Something with ``log_metrics(dict, step)`` (rank 0 only), or None.
         on_step: Test hook called after every step with ``(model, epoch, step in the epoch)``
             on every rank (e.g. to check that DDP keeps the ranks' weights equal).
 
@@ -158,8 +120,8 @@ def fit_captioner(
     torch.set_num_threads(max(cfg.threads_per_worker, 1))
     torch.manual_seed(cfg.seed)
     device = session.device
-    model_cfg = arch.model_config(vocab_size=len(data.vocab), feature_dim=data.feature_dim,
-                                  num_positions=data.num_positions)
+    model_cfg = CaptionModelConfig(vocab_size=len(data.vocab), feature_dim=data.feature_dim,
+                                   num_positions=data.num_positions, **dataclasses.asdict(arch))
     model = session.prepare_model(build_model(model_cfg))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(optimizer, cfg)
@@ -178,14 +140,18 @@ def fit_captioner(
     train_loader = _loader(data.splits["train"], data, cfg.batch_size, shuffle=True, seed=cfg.seed,
                            session=session)
     val_loader = _loader(data.splits["val"], data, cfg.batch_size, shuffle=False, seed=cfg.seed, session=None)
-    sampling_gen = torch.Generator(device="cpu").manual_seed(cfg.seed + session.rank)
+    sampling_gen = torch.Generator(device="cpu")
 
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         if cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience:
             break
         maybe_inject_failure(cfg.fail_at_epoch, epoch, session, storage_dir)
+        # every random stream reseeded per epoch (and rank): a resumed run repeats this epoch exactly
+        torch.manual_seed(derive_seed(cfg.seed, session.rank, epoch, 0))  # dropout
+        train_loader.generator.manual_seed(derive_seed(cfg.seed, epoch, 1))  # the shuffle (one process)
+        sampling_gen.manual_seed(derive_seed(cfg.seed, session.rank, epoch, 2))  # scheduled sampling
         if hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
+            train_loader.sampler.set_epoch(epoch)  # DistributedSampler: seed + epoch
         sampling_prob = cfg.scheduled_sampling * epoch / max(cfg.epochs - 1, 1)
         start = time.perf_counter()
         sums, steps, captions_seen = {"loss": 0.0, "cross_entropy": 0.0, "grad_norm": 0.0}, 0, 0
@@ -229,7 +195,7 @@ def fit_captioner(
             state["best_model"] = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
         else:
             state["bad_epochs"] += 1
-        session.end_epoch(state, metrics, logger=logger, checkpoint=lambda: {
+        session.end_epoch(state, metrics, checkpoint=lambda: {
             **state,
             "model": unwrap(model).state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -241,12 +207,12 @@ def fit_captioner(
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """``TorchTrainer`` entry point. ``config``: paths, ``arch``, ``train``, ``logger``, ``storage_dir``,
+    """``TorchTrainer`` entry point. ``config``: paths, ``arch``, ``train``, ``storage_dir``,
     and an optional ``on_step`` test hook."""
     data = load_caption_data(config["features_dir"], config["prepared_dir"])
     fit_captioner(RaySession(), data=data, arch=config["arch"], cfg=config["train"],
-                  storage_dir=config["storage_dir"], logger=config.get("logger"), on_step=config.get("on_step"))
+                  storage_dir=config["storage_dir"], on_step=config.get("on_step"))
 
 
-__all__ = ["ArchitectureParams", "CaptionTrainConfig", "fit_captioner", "train_loop_per_worker",
+__all__ = ["fit_captioner", "train_loop_per_worker",
            "decode_split"]

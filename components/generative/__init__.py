@@ -2,7 +2,8 @@
 
 Modules (no Ray, no MLflow, no I/O at import):
 
-``config``       ``VAEConfig``, ``GANConfig`` (frozen, strict).
+``config``       ``VAEConfig``, ``GANConfig``, ``VAETrainConfig``, ``GANTrainConfig``
+                 (frozen, strict; a leaf module: no torch, no model code).
 ``models``       ``build_vae``, ``build_gan``, the ``MODELS`` registry.
 ``vae``          ``Encoder``, ``Decoder``, likelihoods, ``VAE``, ELBO terms, IWAE.
 ``gan``          DCGAN ``Generator``, ``Discriminator``, discriminator norms.

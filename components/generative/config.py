@@ -15,11 +15,19 @@ stage's own config.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from components.config import ConfigError
-from components.generative.gan import D_NORMS
-from components.generative.losses import GAN_LOSSES
-from components.generative.vae import LIKELIHOODS
+
+# The names params.yaml may use, stated here so this module imports no model code (and no
+# torch): the registries they select from (``vae.LIKELIHOODS``, ``losses.GAN_LOSSES``,
+# ``gan.D_NORMS``, ``augment.AUGMENTATIONS``) must have exactly these keys, which
+# tests/unit/test_generative_config_names.py checks.
+LIKELIHOOD_NAMES = ("bernoulli", "gaussian")
+GAN_LOSS_NAMES = ("hinge", "non_saturating", "wgan_gp")
+GAN_LOSSES_WITH_GRADIENT_PENALTY = ("wgan_gp",)  # ``GANLoss.needs_gradient_penalty``
+D_NORM_NAMES = ("batch", "instance", "layer", "none")
+AUGMENTATION_NAMES = ("none", "translation", "translation_cutout")
 
 SUPPORTED_IMAGE_SIZES = (16, 32, 64, 128)  # 4 * 2**n; 32 and 64 are the targets
 
@@ -34,10 +42,10 @@ def _check_common(name: str, image_size: int, latent_dim: int, channels: dict[st
             raise ConfigError(f"{name}.{key} must be >= 1, got {value}")
 
 
-def check_choice(name: str, key: str, value: str, registry: dict) -> None:
-    """Refuse a ``value`` that is not a name in ``registry``, naming ``name.key`` and the choices."""
-    if value not in registry:
-        raise ConfigError(f"{name}.{key} must be one of {sorted(registry)}, got {value!r}")
+def check_choice(name: str, key: str, value: str, choices) -> None:
+    """Refuse a ``value`` that is not one of ``choices`` (names, or a registry's keys), naming ``name.key``."""
+    if value not in choices:
+        raise ConfigError(f"{name}.{key} must be one of {sorted(choices)}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +80,7 @@ class VAEConfig:
                       {"base_channels": self.base_channels})
         if self.decoder_res_blocks < 0:
             raise ConfigError(f"VAEConfig.decoder_res_blocks must be >= 0, got {self.decoder_res_blocks}")
-        check_choice("VAEConfig", "likelihood", self.likelihood, LIKELIHOODS)
+        check_choice("VAEConfig", "likelihood", self.likelihood, LIKELIHOOD_NAMES)
         if self.gaussian_std <= 0:
             raise ConfigError(f"VAEConfig.gaussian_std must be > 0, got {self.gaussian_std}")
         if self.beta < 0:
@@ -111,13 +119,13 @@ class GANConfig:
     def __post_init__(self) -> None:
         _check_common("GANConfig", self.image_size, self.latent_dim,
                       {"g_channels": self.g_channels, "d_channels": self.d_channels})
-        check_choice("GANConfig", "loss", self.loss, GAN_LOSSES)
-        check_choice("GANConfig", "d_norm", self.d_norm, D_NORMS)
+        check_choice("GANConfig", "loss", self.loss, GAN_LOSS_NAMES)
+        check_choice("GANConfig", "d_norm", self.d_norm, D_NORM_NAMES)
         if self.n_critic < 1:
             raise ConfigError(f"GANConfig.n_critic must be >= 1, got {self.n_critic}")
         if self.gp_weight < 0:
             raise ConfigError(f"GANConfig.gp_weight must be >= 0, got {self.gp_weight}")
-        if GAN_LOSSES[self.loss].needs_gradient_penalty and self.gp_weight <= 0:
+        if self.loss in GAN_LOSSES_WITH_GRADIENT_PENALTY and self.gp_weight <= 0:
             raise ConfigError(f"GANConfig.gp_weight must be > 0 with loss '{self.loss}'")
         if self.gp_weight > 0 and self.d_norm == "batch":
             raise ConfigError(
@@ -126,3 +134,65 @@ class GANConfig:
             )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"GANConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+# ---------------------------------------------------------------------------
+# training-loop configs (``train_vae.train``, ``train_gan.train``)
+# ---------------------------------------------------------------------------
+
+
+def _check_train_common(name: str, cfg: Any) -> None:
+    for key in ("epochs", "batch_size", "threads_per_worker"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{name}.{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.num_samples < 2:
+        raise ConfigError(f"{name}.num_samples must be >= 2, got {cfg.num_samples}")
+    if not all(0.0 <= b < 1.0 for b in cfg.betas):
+        raise ConfigError(f"{name}.betas must be in [0, 1), got {cfg.betas}")
+
+
+@dataclasses.dataclass(frozen=True)
+class VAETrainConfig:
+    """Optimisation keys of ``train_vae.train`` in ``params.yaml``."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    betas: tuple[float, float]  # Adam's (beta1, beta2)
+    grad_clip: float  # clip the global gradient norm; 0: off
+    iw_samples: int  # k of the IWAE bound on val at the last epoch (and on test); 0: off
+    num_samples: int  # prior samples per epoch for the diagnostics (diversity, colours)
+    sample_seed: int  # seed of the diagnostic and fixed-noise samples
+    seed: int
+    amp: bool  # bf16 autocast of the train steps on CUDA; evaluation stays float32; ignored on CPU
+    threads_per_worker: int  # torch intra-op threads per worker (and the CPUs it reserves)
+    fail_at_epoch: int  # failure injection for fault-tolerance tests; -1: off
+
+    def __post_init__(self) -> None:
+        _check_train_common("train_vae.train", self)
+        if self.lr <= 0 or self.grad_clip < 0 or self.iw_samples < 0:
+            raise ConfigError("train_vae.train: lr must be > 0, grad_clip and iw_samples >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class GANTrainConfig:
+    """Optimisation keys of ``train_gan.train`` in ``params.yaml``."""
+
+    epochs: int
+    batch_size: int
+    lr_g: float
+    lr_d: float  # lr_d > lr_g is the two time-scale rule (TTUR, Heusel et al. 2017)
+    betas: tuple[float, float]  # Adam's, shared; DCGAN: (0.5, 0.999)
+    augment: str  # one of AUGMENTATION_NAMES: DiffAugment before D (components.generative.augment) | none
+    num_samples: int
+    sample_seed: int
+    seed: int
+    amp: bool
+    threads_per_worker: int
+    fail_at_epoch: int
+
+    def __post_init__(self) -> None:
+        _check_train_common("train_gan.train", self)
+        if self.lr_g <= 0 or self.lr_d <= 0:
+            raise ConfigError("train_gan.train: lr_g and lr_d must be > 0")
+        check_choice("train_gan.train", "augment", self.augment, AUGMENTATION_NAMES)

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from components.config import ConfigError, to_dict
+from components.config import to_dict
 from components.generative.augment import AUGMENTATIONS
 from components.generative.common import unwrap
-from components.generative.config import GANConfig, VAEConfig, check_choice
+from components.generative.config import GANConfig, GANTrainConfig, VAEConfig, VAETrainConfig
 from components.generative.data import ImageTensorDataset, load_images
 from components.generative.diagnostics import (
     NonFiniteLossError,
@@ -47,66 +47,9 @@ from components.generative.ema import EMA, recalibrate_batchnorm
 from components.generative.models import MODELS, build_gan, build_vae
 from components.generative.sampling import sample
 from components.generative.steps import gan_train_step, make_gan_optimizers, vae_eval_step, vae_train_step
-from components.train.session import RaySession, Session, autocast, maybe_inject_failure
+from components.train.session import RaySession, Session, autocast, derive_seed, maybe_inject_failure
 
 PROGRESS_SAMPLES = 8  # fixed-noise samples kept per epoch: one row of the progress grid
-
-
-def _check_common(name: str, cfg: Any) -> None:
-    for key in ("epochs", "batch_size", "threads_per_worker"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"{name}.{key} must be >= 1, got {getattr(cfg, key)}")
-    if cfg.num_samples < 2:
-        raise ConfigError(f"{name}.num_samples must be >= 2, got {cfg.num_samples}")
-    if not all(0.0 <= b < 1.0 for b in cfg.betas):
-        raise ConfigError(f"{name}.betas must be in [0, 1), got {cfg.betas}")
-
-
-@dataclasses.dataclass(frozen=True)
-class VAETrainConfig:
-    """Optimisation keys of ``train_vae.train`` in ``params.yaml``."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    betas: tuple[float, float]  # Adam's (beta1, beta2)
-    grad_clip: float  # clip the global gradient norm; 0: off
-    iw_samples: int  # k of the IWAE bound on val at the last epoch (and on test); 0: off
-    num_samples: int  # prior samples per epoch for the diagnostics (diversity, colours)
-    sample_seed: int  # seed of the diagnostic and fixed-noise samples
-    seed: int
-    amp: bool  # bf16 autocast of the train steps on CUDA; evaluation stays float32; ignored on CPU
-    threads_per_worker: int  # torch intra-op threads per worker (and the CPUs it reserves)
-    fail_at_epoch: int  # failure injection for fault-tolerance tests; -1: off
-
-    def __post_init__(self) -> None:
-        _check_common("train_vae.train", self)
-        if self.lr <= 0 or self.grad_clip < 0 or self.iw_samples < 0:
-            raise ConfigError("train_vae.train: lr must be > 0, grad_clip and iw_samples >= 0")
-
-
-@dataclasses.dataclass(frozen=True)
-class GANTrainConfig:
-    """Optimisation keys of ``train_gan.train`` in ``params.yaml``."""
-
-    epochs: int
-    batch_size: int
-    lr_g: float
-    lr_d: float  # lr_d > lr_g is the two time-scale rule (TTUR, Heusel et al. 2017)
-    betas: tuple[float, float]  # Adam's, shared; DCGAN: (0.5, 0.999)
-    augment: str  # a key of components.generative.augment.AUGMENTATIONS (DiffAugment) | none
-    num_samples: int
-    sample_seed: int
-    seed: int
-    amp: bool
-    threads_per_worker: int
-    fail_at_epoch: int
-
-    def __post_init__(self) -> None:
-        _check_common("train_gan.train", self)
-        if self.lr_g <= 0 or self.lr_d <= 0:
-            raise ConfigError("train_gan.train: lr_g and lr_d must be > 0")
-        check_choice("train_gan.train", "augment", self.augment, AUGMENTATIONS)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -127,11 +70,6 @@ def _guard(metrics: dict[str, float], *, step: int, epoch: int, last_good_epoch:
         raise TrainingDivergedError(
             f"{err} (epoch {epoch}): training stopped; last good checkpoint: {kept}"
         ) from None
-
-
-def _seed(*parts: int) -> int:
-    """A 63-bit seed from several integers (seed, rank, epoch...)."""
-    return int(np.random.SeedSequence([abs(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
 def _snapshot(obj: Any) -> Any:
@@ -165,7 +103,7 @@ class _Epochs:
     def __call__(self, epoch: int, device: torch.device) -> Iterator[Tensor]:
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
-        self.generator.manual_seed(_seed(self.seed, epoch))
+        self.generator.manual_seed(derive_seed(self.seed, epoch))
         for batch in self.loader:  # (B, 3, H, W) float
             yield batch.to(device, non_blocking=True)
 
@@ -232,7 +170,6 @@ def fit_vae(
     model_cfg: VAEConfig,
     cfg: VAETrainConfig,
     storage_dir: str = "",
-    logger: Any = None,
 ) -> dict[str, Any]:
     """Train a VAE; return the final state (as in the last checkpoint).
 
@@ -243,7 +180,6 @@ def fit_vae(
         model_cfg: The model config.
         cfg: The optimisation params.
         storage_dir: The run's storage folder (failure-injection flags).
-        logger: Something with ``log_metrics(dict, step)`` (rank 0 only), or None.
 
     Returns:
         ``model`` (state dict), ``optimizer``, ``model_config``, ``epoch``,
@@ -274,7 +210,7 @@ def fit_vae(
 
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         maybe_inject_failure(cfg.fail_at_epoch, epoch, session, storage_dir)
-        noise.manual_seed(_seed(cfg.seed, session.rank, epoch, 1))
+        noise.manual_seed(derive_seed(cfg.seed, session.rank, epoch, 1))
         epoch_start_time, start = time.time(), time.perf_counter()
         sums, seen, steps = {}, 0, 0
         for batch in train(epoch, device):
@@ -308,7 +244,7 @@ def fit_vae(
             metrics.update(diagnostics)
             state["progress"] = torch.cat([state["progress"], row[None]])
         metrics["epoch_seconds"] = time.perf_counter() - start
-        session.end_epoch(state, metrics, logger=logger, checkpoint=lambda: _snapshot(
+        session.end_epoch(state, metrics, checkpoint=lambda: _snapshot(
             {**state, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
              "model_config": to_dict(model_cfg)}))
 
@@ -329,7 +265,6 @@ def fit_gan(
     model_cfg: GANConfig,
     cfg: GANTrainConfig,
     storage_dir: str = "",
-    logger: Any = None,
     on_step: Callable[[nn.Module, nn.Module, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train a DCGAN with an EMA generator; return the final state (as in the last checkpoint).
@@ -345,7 +280,6 @@ def fit_gan(
         model_cfg: The model config.
         cfg: The optimisation params.
         storage_dir: The run's storage folder (failure-injection flags).
-        logger: ``log_metrics(dict, step)`` on rank 0, or None.
         on_step: Test hook called after every step with ``(G, D, step)``
             (e.g. to check that DDP ranks hold the same weights).
 
@@ -384,7 +318,7 @@ def fit_gan(
 
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         maybe_inject_failure(cfg.fail_at_epoch, epoch, session, storage_dir)
-        noise.manual_seed(_seed(cfg.seed, session.rank, epoch, 2))
+        noise.manual_seed(derive_seed(cfg.seed, session.rank, epoch, 2))
         epoch_start_time, start = time.time(), time.perf_counter()
         sums = {"d_loss": 0.0, "gp": 0.0, "d_real": 0.0, "d_fake": 0.0}
         g_loss, g_steps, seen, steps = 0.0, 0, 0, 0
@@ -419,7 +353,7 @@ def fit_gan(
             metrics.update(diagnostics)
             state["progress"] = torch.cat([state["progress"], row[None]])
         metrics["epoch_seconds"] = time.perf_counter() - start
-        session.end_epoch(state, metrics, logger=logger,
+        session.end_epoch(state, metrics,
                           checkpoint=lambda: _snapshot(_gan_state(state, G, D, ema, opt_g, opt_d, model_cfg)))
 
     return _gan_state(state, G, D, ema, opt_g, opt_d, model_cfg)
@@ -445,10 +379,10 @@ def _load_splits(config: dict[str, Any], size: int) -> tuple[Tensor, Tensor]:
 
 def train_loop_per_worker_vae(config: dict[str, Any]) -> None:
     """``TorchTrainer`` entry point. ``config``: ``paths`` (split -> absolute image paths,
-    train and val), ``model``, ``train``, ``logger``, ``storage_dir``."""
+    train and val), ``model``, ``train``, ``storage_dir``."""
     train_images, val_images = _load_splits(config, config["model"].image_size)
     fit_vae(RaySession(), train_images=train_images, val_images=val_images, model_cfg=config["model"],
-            cfg=config["train"], storage_dir=config["storage_dir"], logger=config.get("logger"))
+            cfg=config["train"], storage_dir=config["storage_dir"])
 
 
 def train_loop_per_worker_gan(config: dict[str, Any]) -> None:
@@ -456,7 +390,7 @@ def train_loop_per_worker_gan(config: dict[str, Any]) -> None:
     plus an optional ``on_step`` test hook."""
     train_images, val_images = _load_splits(config, config["model"].image_size)
     fit_gan(RaySession(), train_images=train_images, val_images=val_images, model_cfg=config["model"],
-            cfg=config["train"], storage_dir=config["storage_dir"], logger=config.get("logger"),
+            cfg=config["train"], storage_dir=config["storage_dir"],
             on_step=config.get("on_step"))
 
 
@@ -465,5 +399,5 @@ def grid_rows(progress: Tensor) -> np.ndarray:
     return progress.reshape(-1, *progress.shape[2:]).numpy()
 
 
-__all__ = ["VAETrainConfig", "GANTrainConfig", "TrainingDivergedError", "evaluate_vae", "fit_vae", "fit_gan",
+__all__ = ["TrainingDivergedError", "evaluate_vae", "fit_vae", "fit_gan",
            "train_loop_per_worker_vae", "train_loop_per_worker_gan", "grid_rows"]

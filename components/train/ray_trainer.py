@@ -3,10 +3,24 @@
 The train stages and the Tune sweep both build their trainer here, so scaling,
 storage, failure handling and run naming are set up once.
 
-Run names are stable: ``<family>-<hash of the loop config and data>``. A rerun
-of the same config (after a kill, or ``dvc repro`` after a crash) finds the
-checkpoints of the earlier attempt under ``storage_path/<name>`` and resumes
-from the last one; a changed param gives a new name and a fresh start.
+Run names are a run's identity: ``<family>-<hash of code, params and data>``
+(:func:`stable_run_name`; the code is :func:`components.fingerprint.code_fingerprint`
+of the module that holds the training loop). A rerun of an identical run
+(after a kill, or ``dvc repro`` after a crash) finds the checkpoints of the
+earlier attempt under ``storage_path/<name>`` and resumes from the last one; a
+change in the loop's code, a param or the data gives a new name and a fresh
+start. A relative ``storage_path`` is taken from the project's root
+(:func:`components.workspace.resolve`), so the temporary workspaces of
+``dvc exp run --temp`` / ``--queue`` keep their checkpoints in the project's
+``ray_results/`` (``capsynth runs`` lists and prunes them).
+
+Metrics reach MLflow from the driver side, not from the workers: a
+:class:`~components.tracking.RunLogger` handed to :func:`make_trainer` logs
+each epoch once Ray Train has persisted that epoch's checkpoint (a Ray Train
+``UserCallback`` on the controller), and :func:`fit` finally logs whatever
+epoch of the checkpoint's history MLflow still lacks. So a worker or node
+killed mid-epoch, or a driver killed and rerun, leaves every epoch in the
+MLflow history exactly once, with the values of the curves.
 """
 
 from __future__ import annotations
@@ -21,6 +35,8 @@ from typing import Any
 
 import torch
 
+from components import workspace
+from components.fingerprint import code_fingerprint
 from components.train.session import STATE_FILE
 
 log = logging.getLogger(__name__)
@@ -46,10 +62,41 @@ class ScalingSpec:
                    use_gpu=scaling.use_gpu, max_failures=scaling.max_failures)
 
 
-def stable_run_name(family: str, *parts: Any) -> str:
-    """``family-<12 hex>`` from a JSON of ``parts`` (configs, data hashes)."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+def stable_run_name(family: str, loop: Callable[..., Any] | None, *parts: Any) -> str:
+    """``family-<12 hex>``: the run's identity, from its code and a JSON of ``parts`` (configs, data hashes).
+
+    Args:
+        family: Prefix of the name (``captioner``, ``vae``, ...).
+        loop: The ``train_loop_per_worker``: the code fingerprint of its
+            module (every project file it imports) is part of the name. None
+            only for names that are not a training run's.
+        parts: Params and data versions.
+    """
+    code = code_fingerprint(loop.__module__) if loop is not None else None
+    blob = json.dumps([code, *parts], sort_keys=True, default=str).encode()
     return f"{family}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def _epoch_logger(logger: Any):
+    """A Ray Train ``UserCallback`` that hands rank 0's report of each epoch to ``logger``.
+
+    It runs on the Train controller after the report's checkpoint is
+    persisted; ``logger.log_epoch`` never raises (an unreachable store costs
+    a warning and a retry at the next epoch, not a training restart).
+    """
+    from ray.train import UserCallback
+
+    from components.tracking import curve_metrics
+
+    class EpochLogger(UserCallback):
+        def __init__(self, logger: Any):
+            self.logger = logger
+
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            if metrics and "epoch" in metrics[0]:
+                self.logger.log_epoch(curve_metrics(metrics[0]), step=int(metrics[0]["epoch"]))
+
+    return EpochLogger(logger)
 
 
 def cluster_has_gpus() -> bool:
@@ -67,6 +114,7 @@ def make_trainer(
     storage_path: str,
     num_to_keep: int = 2,
     callbacks: Sequence[Any] = (),
+    logger: Any = None,
 ):
     """Build the ``TorchTrainer`` for one training run.
 
@@ -76,10 +124,14 @@ def make_trainer(
         scaling: Workers, CPUs per worker, GPU use, restarts on failure.
         run_name: Stable name (see :func:`stable_run_name`); same name resumes.
         storage_path: Where checkpoints persist (local folder, NFS or S3 URI);
-            ``CAPSYNTH_RAY_STORAGE`` overrides it.
+            ``CAPSYNTH_RAY_STORAGE`` overrides it; a relative path is taken
+            from the project root (:func:`components.workspace.resolve`).
         num_to_keep: Checkpoints kept (the latest ones).
         callbacks: Ray Train callbacks, e.g. Tune's ``TuneReportCallback`` when
             the trainer runs inside a sweep trial.
+        logger: A :class:`~components.tracking.RunLogger` that gets every
+            epoch once its checkpoint is persisted; pass the same one to
+            :func:`fit`. None: no MLflow.
 
     Returns:
         A ``ray.train.torch.TorchTrainer``; call ``fit`` via :func:`fit`.
@@ -88,9 +140,9 @@ def make_trainer(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     use_gpu = cluster_has_gpus() if scaling.use_gpu is None else scaling.use_gpu
-    storage_path = os.environ.get(STORAGE_ENV) or storage_path
-    if "://" not in storage_path:
-        storage_path = os.path.abspath(storage_path)
+    storage_path = workspace.resolve(os.environ.get(STORAGE_ENV) or storage_path)
+    if logger is not None:
+        callbacks = [*callbacks, _epoch_logger(logger)]
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**loop_config, "storage_dir": os.path.join(storage_path, run_name)},
@@ -114,8 +166,13 @@ class TrainingFailed(RuntimeError):
     """Training stopped for good; the message carries the workers' root error."""
 
 
-def fit(trainer) -> dict[str, Any]:
+def fit(trainer, *, logger: Any = None) -> dict[str, Any]:
     """Run ``trainer`` and return the state of its last checkpoint.
+
+    With ``logger`` (the one given to :func:`make_trainer`), every epoch of
+    the final state's history that the MLflow run lacks is logged now: the
+    epochs of an earlier attempt (a killed driver), or those a store outage
+    left unlogged. The checkpoint's history is the truth the curves show too.
 
     Raises:
         TrainingFailed: when the run fails after its restarts, with the
@@ -132,7 +189,10 @@ def fit(trainer) -> dict[str, Any]:
     if result.checkpoint is None:
         raise TrainingFailed("training finished without reporting a checkpoint")
     with result.checkpoint.as_directory() as folder:
-        return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
+        state = torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
+    if logger is not None:
+        logger.log_history(state["history"])
+    return state
 
 
 def _root_message(err: BaseException) -> str:

@@ -16,14 +16,28 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import io
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 STATE_FILE = "state.pt"
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (seed, rank, epoch, stream...).
+
+    Loops reseed every random stream at the start of each epoch from
+    ``(seed, rank, epoch, stream)``, so an epoch's randomness depends on
+    nothing but those numbers: a run resumed at an epoch boundary draws the
+    same shuffles, dropout masks and noise as an uninterrupted one, and no
+    generator state needs to travel in the checkpoint.
+    """
+    return int(np.random.SeedSequence([abs(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
 def _save_state(folder: str, state: dict[str, Any]) -> None:
@@ -61,33 +75,28 @@ class Session(abc.ABC):
         """Move to the device (and wrap in DDP when distributed)."""
         return model.to(self.device)
 
-    def end_epoch(self, state: dict[str, Any], metrics: dict[str, float], *, logger: Any,
+    def end_epoch(self, state: dict[str, Any], metrics: dict[str, float], *,
                   checkpoint: Callable[[], dict[str, Any]]) -> None:
-        """Close an epoch the same way in every loop: record it, log and checkpoint on rank 0, report.
+        """Close an epoch the same way in every loop: record it, checkpoint on rank 0, report.
 
         Appends ``metrics`` to ``state["history"]`` and sets ``state["epoch"]``
         before ``checkpoint()`` builds the checkpoint, so the checkpoint holds
-        the finished epoch and a restart resumes after it. ``checkpoint`` and
-        the logger run on rank 0 only (the other ranks' checkpoints would be
-        thrown away); every rank reports, since Ray Train's report is a barrier.
+        the finished epoch and a restart resumes after it. ``checkpoint`` runs
+        on rank 0 only (the other ranks' checkpoints would be thrown away);
+        every rank reports, since Ray Train's report is a barrier. The loop
+        logs nothing itself: the driver side logs the reported epochs to
+        MLflow once their checkpoint is persisted
+        (:mod:`components.train.ray_trainer`), so a crash never logs an epoch twice.
 
         Args:
             state: The loop's resumable state; needs ``history`` and ``epoch``.
             metrics: This epoch's metrics, ``metrics["epoch"]`` included.
-            logger: ``log_metrics(dict, step)`` (MLflow), or None. It gets
-                every metric but ``epoch`` (the step) and ``epoch_start_time``
-                (a wall-clock stamp for the report, not a curve).
             checkpoint: Builds rank 0's checkpoint from ``state``.
         """
         epoch = int(metrics["epoch"])
         state["history"].append(metrics)
         state["epoch"] = epoch
-        snapshot = None
-        if self.is_chief:
-            if logger is not None:
-                logger.log_metrics({k: v for k, v in metrics.items() if k not in ("epoch", "epoch_start_time")},
-                                   step=epoch)
-            snapshot = checkpoint()
+        snapshot = checkpoint() if self.is_chief else None
         self.report(metrics, snapshot, epoch=epoch)
 
     def sampler(self, dataset: Any, *, shuffle: bool, seed: int) -> torch.utils.data.Sampler | None:
@@ -101,6 +110,10 @@ class Session(abc.ABC):
 
 class LocalSession(Session):
     """Run a loop in this process, without Ray. Keeps checkpoints in memory.
+
+    A checkpoint goes through ``torch.save`` / ``torch.load(weights_only=True)``
+    as on disk, so it never aliases the live weights and a resume from it is
+    what a resume from a Ray checkpoint would be.
 
     ``on_report`` receives ``(epoch, metrics)``: benchmarks time with it, tests
     inspect it.
@@ -124,7 +137,10 @@ class LocalSession(Session):
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None, *, epoch: int) -> None:
         self.history.append({"epoch": epoch, **metrics})
         if state is not None:
-            self.last_state = state
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            buffer.seek(0)
+            self.last_state = torch.load(buffer, map_location="cpu", weights_only=True)
         if self._on_report is not None:
             self._on_report(epoch, metrics)
 

@@ -48,7 +48,7 @@ def in_smoke(smoke, monkeypatch):
 
 def _loop_config(work: Path, cfg) -> dict:
     return {"features_dir": str(work / "data/features"), "prepared_dir": str(work / "data/prepared"),
-            "arch": cfg.model, "train": cfg.train, "logger": None}
+            "arch": cfg.model, "train": cfg.train}
 
 
 def test_stage_writes_model_predictions_metrics_and_curves(in_smoke, capsys):
@@ -97,10 +97,10 @@ def test_failure_restarts_from_checkpoint_without_losing_or_repeating_epochs(in_
     train = dataclasses.replace(cfg.train, epochs=3, threads_per_worker=1, early_stopping_patience=0,
                                 fail_at_epoch=1)
     logger = mlflow_checks.fresh_run_logger("faulty-captioner")
-    config = {**_loop_config(work, dataclasses.replace(cfg, train=train)), "logger": logger}
+    config = _loop_config(work, dataclasses.replace(cfg, train=train))
     scaling = ScalingSpec(num_workers=2, cpus_per_worker=1, use_gpu=False, max_failures=1)
     state = fit(make_trainer(train_loop_per_worker, config, scaling=scaling, run_name="faulty",
-                             storage_path=str(tmp_path)))
+                             storage_path=str(tmp_path), logger=logger), logger=logger)
     assert [h["epoch"] for h in state["history"]] == [0, 1, 2]
     assert list((tmp_path / "faulty").glob("injected-failure-epoch-1"))
     # the MLflow run has each epoch once: none lost to the failure, none repeated by the restart

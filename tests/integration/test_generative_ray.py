@@ -118,11 +118,11 @@ def _trainer(in_smoke, kind: str, storage: Path, run_name: str, *, num_workers: 
     cfg = in_smoke.train_vae if kind == "vae" else in_smoke.train_gan
     paths = generative_stage.image_splits(Path("data/prepared"))
     config = {"paths": {"train": paths["train"], "val": paths["val"]}, "model": cfg.model,
-              "train": dataclasses.replace(cfg.train, **train_overrides), "logger": logger, "on_step": on_step}
+              "train": dataclasses.replace(cfg.train, **train_overrides), "on_step": on_step}
     loop = train_loop_per_worker_vae if kind == "vae" else train_loop_per_worker_gan
     return make_trainer(loop, config, scaling=ScalingSpec(num_workers=num_workers, cpus_per_worker=1,
                                                           use_gpu=False, max_failures=max_failures),
-                        run_name=run_name, storage_path=str(storage))
+                        run_name=run_name, storage_path=str(storage), logger=logger)
 
 
 def test_gan_ddp_two_workers_keep_identical_weights(in_smoke, ray_session, tmp_path):
@@ -136,7 +136,7 @@ def test_gan_worker_failure_restarts_from_the_checkpoint_without_losing_or_repea
         in_smoke, ray_session, tmp_path):
     logger = mlflow_checks.fresh_run_logger("faulty-gan")
     state = fit(_trainer(in_smoke, "gan", tmp_path, "faulty", num_workers=2, max_failures=1, logger=logger,
-                         epochs=3, batch_size=8, fail_at_epoch=1))
+                         epochs=3, batch_size=8, fail_at_epoch=1), logger=logger)
     assert [row["epoch"] for row in state["history"]] == [0, 1, 2]
     assert (tmp_path / "faulty" / "injected-failure-epoch-1").exists()
     assert mlflow_checks.logged_steps(logger, "d_loss") == [0, 1, 2]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from components.captioning.data import CaptionData, SplitCaptions
-from components.captioning.fit import ArchitectureParams, CaptionTrainConfig, decode_split, fit_captioner
+from components.captioning.config import ArchitectureParams, CaptionTrainConfig
+from components.captioning.fit import decode_split, fit_captioner
 from components.captioning.models import CaptionModelConfig, build_model
 from components.data.text import Vocab
 from components.features.store import FeatureSet
@@ -95,3 +96,29 @@ def test_failure_injection_fails_once(tmp_path):
     restarted = LocalSession(initial_state=session.last_state)
     fit_captioner(restarted, data=data, arch=ARCH, cfg=cfg, storage_dir=str(tmp_path))
     assert [h["epoch"] for h in session.history + restarted.history] == [0, 1, 2]
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one_byte_for_byte(tmp_path):
+    """Dropout, the shuffle, scheduled sampling and a cosine schedule all in play: the resumed run's
+    weights, best model and history are those of the uninterrupted run."""
+    data = tiny_data()
+    arch = dataclasses.replace(ARCH, dropout=0.3)
+    cfg = dataclasses.replace(CFG, epochs=4, lr_schedule="cosine", scheduled_sampling=0.5)
+    straight = LocalSession()
+    expected = fit_captioner(straight, data=data, arch=arch, cfg=cfg)
+
+    faulty = dataclasses.replace(cfg, fail_at_epoch=2)
+    first = LocalSession()
+    with pytest.raises(InjectedFailure):
+        fit_captioner(first, data=data, arch=arch, cfg=faulty, storage_dir=str(tmp_path))
+    resumed = LocalSession(initial_state=first.last_state)
+    state = fit_captioner(resumed, data=data, arch=arch, cfg=faulty, storage_dir=str(tmp_path))
+
+    assert [h["epoch"] for h in first.history] == [0, 1] and [h["epoch"] for h in resumed.history] == [2, 3]
+    for key in ("model", "best_model"):
+        final, reference = resumed.last_state[key], straight.last_state[key]
+        assert final.keys() == reference.keys()
+        assert all(torch.equal(final[k], reference[k]) for k in final), key
+    drop = ("train_captions_per_s", "epoch_seconds")
+    assert [{k: v for k, v in h.items() if k not in drop} for h in state["history"]] == \
+        [{k: v for k, v in h.items() if k not in drop} for h in expected["history"]]

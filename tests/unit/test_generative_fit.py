@@ -13,13 +13,11 @@ import torch
 import components.generative.fit as fit_module
 from components.config import ConfigError
 from components.data.synthetic import render_scene, sample_scene
-from components.generative.config import GANConfig, VAEConfig
+from components.generative.config import GANConfig, GANTrainConfig, VAEConfig, VAETrainConfig
 from components.generative.diagnostics import colour_histogram, histogram_distance
 from components.generative.fit import (
     PROGRESS_SAMPLES,
-    GANTrainConfig,
     TrainingDivergedError,
-    VAETrainConfig,
     evaluate_vae,
     fit_gan,
     fit_vae,

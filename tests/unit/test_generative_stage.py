@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from components.generative.config import GANConfig, VAEConfig
+from components.generative.fit import train_loop_per_worker_gan
 from components.generative.io import save_model_dir
 from components.generative.models import build_gan, build_vae
 from components.train.ray_trainer import TrainingFailed
@@ -87,19 +88,18 @@ def test_a_failed_run_names_the_error_and_the_kept_checkpoint(tmp_path, monkeypa
     message = "TrainingDivergedError: non-finite d_loss = nan at step 7 (epoch 2): training stopped"
     monkeypatch.setattr(generative_stage, "make_trainer", lambda *a, **k: object())
 
-    def failing_fit(trainer):
+    def failing_fit(trainer, **_):
         raise TrainingFailed(message)
 
     monkeypatch.setattr(generative_stage, "fit", failing_fit)
     kwargs = dict(paths={"train": [], "val": []}, data_version="x", storage=tmp_path, logger=None)
     with pytest.raises(StageFailed, match=r"\[no checkpoint on disk\]"):
-        generative_stage.train_on_ray("gan", print, cfg, **kwargs)
-    run_name = generative_stage.stable_run_name("gan", *[generative_stage.to_dict(getattr(cfg, k))
-                                                         for k in ("model", "train", "scaling")], "x")
+        generative_stage.train_on_ray("gan", train_loop_per_worker_gan, cfg, **kwargs)
+    run_name = generative_stage.run_name_of("gan", train_loop_per_worker_gan, cfg, "x")
     for epoch in (0, 1):
         (tmp_path / run_name / f"epoch-{epoch:04d}").mkdir(parents=True)
     with pytest.raises(StageFailed) as err:
-        generative_stage.train_on_ray("gan", print, cfg, **kwargs)
+        generative_stage.train_on_ray("gan", train_loop_per_worker_gan, cfg, **kwargs)
     assert message in str(err.value)
     assert str(err.value).endswith(f"[last checkpoint on disk: {tmp_path / run_name / 'epoch-0001'}]")
 

@@ -1,0 +1,46 @@
+"""The caption family's params groups (``train_captioner.model``, ``train_captioner.train``).
+
+A leaf module (no torch, no model code), so that loading ``params.yaml``
+imports no training code: a stage's code identity
+(:mod:`components.fingerprint`) and DVC deps stay its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchitectureParams:
+    """The architecture keys of ``params.yaml``; the data supplies the rest."""
+
+    architecture: Literal["show_tell", "show_attend_tell"]
+    cell: Literal["lstm", "gru"]
+    embed_dim: int
+    hidden_dim: int
+    num_layers: int
+    dropout: float
+    attention_dim: int
+    grid_layers: int
+    position_embedding: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptionTrainConfig:
+    """Optimisation keys of ``params.yaml`` (``train_captioner.train``)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    lr_schedule: Literal["constant", "cosine", "step"]
+    grad_clip: float  # 0: no clipping
+    label_smoothing: float
+    attention_penalty: float  # lambda of Xu et al. 2015 eq. 14
+    scheduled_sampling: float  # final probability, ramped linearly from 0 (Bengio et al. 2015)
+    early_stopping_patience: int  # epochs without a better val CIDEr; 0: never stop early
+    seed: int
+    amp: bool  # bf16 autocast on CUDA; ignored on CPU
+    threads_per_worker: int  # torch intra-op threads (Ray sets 1 by default)
+    fail_at_epoch: int  # failure injection for fault-tolerance tests; -1: off

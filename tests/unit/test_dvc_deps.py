@@ -1,0 +1,56 @@
+"""Every DVC stage's ``deps`` cover every project file its module imports, transitively.
+
+A stage whose code imports a file that ``dvc.yaml`` does not list would not
+rerun when that file changes: ``dvc repro`` would keep a result of old code.
+The closure is :func:`components.fingerprint.import_closure`, the same one
+that names a training run's code identity.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.fingerprint import import_closure
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _module(cmd: str) -> str | None:
+    words = cmd.split()
+    return words[words.index("-m") + 1] if "-m" in words else None
+
+
+def _covered(path: Path, deps: list[str]) -> bool:
+    return any(path == Path(d) or Path(d) in path.parents for d in deps)
+
+
+def _deps(stage: dict) -> list[str]:
+    return [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_deps_cover_every_imported_project_file(name):
+    stage = STAGES[name]
+    module = _module(stage["cmd"])
+    assert module and module.startswith("pipelines."), f"{name}: cmd is not `python -m pipelines.<stage>`"
+    missing = [str(p) for p in import_closure(module, ROOT) if not _covered(p, _deps(stage))]
+    assert not missing, (f"dvc.yaml stage '{name}' imports files its deps do not list (a change there "
+                         f"would not rerun it): add {', '.join(missing)}")
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_code_deps_exist(name):
+    """A dep on a project path that does not exist is a typo (the real file is then not covered)."""
+    code = [d for d in _deps(STAGES[name]) if d.split("/")[0] in ("components", "pipelines")]
+    assert all((ROOT / d).exists() for d in code), [d for d in code if not (ROOT / d).exists()]
+
+
+def test_the_check_sees_a_missing_dep():
+    """The check itself: train_vae without components/generative would miss its losses."""
+    deps = [d for d in _deps(STAGES["train_vae"]) if d != "components/generative"]
+    assert not _covered(Path("components/generative/losses.py"), deps)
+    assert Path("components/generative/losses.py") in import_closure("pipelines.train_vae", ROOT)
