@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import crash_hooks
 import ddp_checks
 import mlflow_checks
 import pytest
@@ -105,6 +106,30 @@ def test_failure_restarts_from_checkpoint_without_losing_or_repeating_epochs(in_
     assert list((tmp_path / "faulty").glob("injected-failure-epoch-1"))
     # the MLflow run has each epoch once: none lost to the failure, none repeated by the restart
     assert mlflow_checks.logged_steps(logger, "train_loss") == [0, 1, 2]
+
+
+def test_worker_sigkill_keeps_each_epoch_once_and_the_weights_of_an_uninterrupted_run(in_smoke, tmp_path):
+    """Rank 0's worker is SIGKILLed after the first step of epoch 2: the restart resumes from the
+    epoch-1 checkpoint, MLflow and the curves have each epoch once, the weights equal a straight run's."""
+    import torch
+
+    work, cfg = in_smoke
+    train = dataclasses.replace(cfg.train, epochs=4, threads_per_worker=1, early_stopping_patience=0)
+    config = _loop_config(work, dataclasses.replace(cfg, train=train))
+    scaling = ScalingSpec(num_workers=1, cpus_per_worker=1, use_gpu=False, max_failures=1)
+    flag = tmp_path / "killed"
+    crash_hooks.send_by_value()
+    logger = mlflow_checks.fresh_run_logger("sigkill-captioner")
+    killed = fit(make_trainer(train_loop_per_worker, {**config, "on_step": crash_hooks.captioner_sigkill_at(flag, 2)},
+                              scaling=scaling, run_name="sigkill", storage_path=str(tmp_path), logger=logger),
+                 logger=logger)
+    assert flag.exists()
+    assert [h["epoch"] for h in killed["history"]] == [0, 1, 2, 3]
+    assert mlflow_checks.logged_steps(logger, "val_cider") == [0, 1, 2, 3]
+    straight = fit(make_trainer(train_loop_per_worker, config, scaling=scaling, run_name="straight",
+                                storage_path=str(tmp_path)))
+    for key in ("model", "best_model"):
+        assert all(torch.equal(killed[key][k], straight[key][k]) for k in straight[key]), key
 
 
 def test_rerun_with_same_name_resumes(in_smoke, tmp_path):

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import crash_hooks
 import ddp_checks
 import mlflow_checks
 import pytest
@@ -115,6 +116,7 @@ def _trainer(in_smoke, kind: str, storage: Path, run_name: str, *, num_workers: 
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the hooks travel by value
     ddp_checks.send_by_value()
+    crash_hooks.send_by_value()
     cfg = in_smoke.train_vae if kind == "vae" else in_smoke.train_gan
     paths = generative_stage.image_splits(Path("data/prepared"))
     config = {"paths": {"train": paths["train"], "val": paths["val"]}, "model": cfg.model,
@@ -140,6 +142,28 @@ def test_gan_worker_failure_restarts_from_the_checkpoint_without_losing_or_repea
     assert [row["epoch"] for row in state["history"]] == [0, 1, 2]
     assert (tmp_path / "faulty" / "injected-failure-epoch-1").exists()
     assert mlflow_checks.logged_steps(logger, "d_loss") == [0, 1, 2]
+
+
+def _assert_same_gan_weights(a: dict, b: dict) -> None:
+    for part in ("generator", "discriminator", "generator_ema"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+
+
+def test_gan_worker_sigkill_keeps_each_epoch_once_and_the_weights_of_an_uninterrupted_run(
+        in_smoke, ray_session, tmp_path):
+    """Rank 0's worker process is SIGKILLed after the first step of epoch 2 (3 steps per epoch): Ray
+    restarts the group from the epoch-1 checkpoint; only epoch 2 is trained again."""
+    flag = tmp_path / "killed"
+    logger = mlflow_checks.fresh_run_logger("sigkill-gan")
+    killed = fit(_trainer(in_smoke, "gan", tmp_path, "sigkill", max_failures=1, logger=logger, epochs=4,
+                          on_step=crash_hooks.gan_sigkill_at(flag, 6)), logger=logger)
+    assert flag.exists()  # it did die
+    assert [row["epoch"] for row in killed["history"]] == [0, 1, 2, 3]
+    assert mlflow_checks.logged_steps(logger, "d_loss") == [0, 1, 2, 3]
+    straight = fit(_trainer(in_smoke, "gan", tmp_path, "straight", epochs=4))
+    _assert_same_gan_weights(killed, straight)
+    assert killed["step"] == straight["step"]
 
 
 def test_resume_continues_from_the_last_checkpoint_then_a_nan_stops_it(in_smoke, ray_session, tmp_path):
