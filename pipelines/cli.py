@@ -6,6 +6,7 @@
     capsynth sample --model DIR -n 64 --seed S OUT.png   samples of a VAE/GAN as a PNG grid
     capsynth caption IMAGE... [--model DIR|models:/NAME@ALIAS] [--beam-size K]   one caption per image
     capsynth sweep captioner|vae|gan [--params params.yaml]  Ray Tune search; best config as -S args
+    capsynth runs [--keep N]                      list (or prune) the run folders under ray_results/
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ STAGES = {"prepare": "pipelines.prepare", "features": "pipelines.features",
 # other commands with their own argument parser, dispatched the same way
 TOOLS = {"sample": ("pipelines.sample", "draw images from a VAE/GAN: sample --model DIR -n 64 --seed S OUT.png"),
          "caption": ("pipelines.caption", "caption image files: caption IMAGE... --model DIR|models:/NAME@ALIAS --beam-size K"),
-         "sweep": ("pipelines.sweep", "Ray Tune search of a training stage: sweep captioner|vae|gan")}
+         "sweep": ("pipelines.sweep", "Ray Tune search of a training stage: sweep captioner|vae|gan"),
+         "runs": ("pipelines.runs", "list the Ray Train run folders; --keep N prunes all but N per family")}
 
 
 def _profile(args: argparse.Namespace) -> None:
