@@ -152,3 +152,62 @@ def test_exp_run_set_param_and_typo(smoke_repo):
     proc = _run(["dvc", "exp", "run", "-S", "+prepare.seeed=7"], smoke_repo, check=False)
     assert proc.returncode != 0
     assert "unknown key 'prepare.seeed'" in proc.stdout + proc.stderr
+
+
+# a real behaviour change in one component of each training stage (the issue's KL example among them)
+CODE_CHANGES = {
+    "train_vae": ("components/generative/losses.py", "return 0.5 * (mu.pow(2) + logvar.exp()",
+                  "return 5.0 * (mu.pow(2) + logvar.exp()"),
+    # the fake term weighted twice (a margin change alone would not change the gradient near 0)
+    "train_gan": ("components/generative/losses.py", "+ F.relu(1.0 + fake_logits).mean()",
+                  "+ 2.0 * F.relu(1.0 + fake_logits).mean()"),
+    "train_captioner": ("components/captioning/losses.py", "    loss = ce\n",
+                        "    loss = ce + 0.1 * output.logits.float().pow(2).mean()\n"),
+}
+MODEL_DIRS = {"train_vae": "models/vae", "train_gan": "models/gan", "train_captioner": "models/captioner"}
+
+
+def _weights(repo: Path, stage: str) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted((repo / MODEL_DIRS[stage]).glob("*.pt")))
+
+
+def test_a_code_change_in_a_training_component_retrains_with_new_weights(smoke_repo):
+    """`dvc repro` after a behaviour change: each training stage reruns and trains afresh (its Ray run
+    has a new identity), so its weights differ; prepare and features do not rerun."""
+    if not (smoke_repo / "models" / "captioner").exists():
+        _run(["dvc", "repro"], smoke_repo)
+    before = {stage: _weights(smoke_repo, stage) for stage in CODE_CHANGES}
+    originals = {path: (smoke_repo / path).read_text() for path, _, _ in CODE_CHANGES.values()}
+    try:
+        for path, old, new in CODE_CHANGES.values():
+            text = (smoke_repo / path).read_text()
+            assert old in text, f"{path} no longer has {old!r}: update the test's edit"
+            (smoke_repo / path).write_text(text.replace(old, new))
+        out = _run(["dvc", "repro"], smoke_repo).stdout
+        for stage in CODE_CHANGES:
+            assert f"Running stage '{stage}'" in out, stage
+            assert _weights(smoke_repo, stage) != before[stage], f"{stage} wrote its old weights again"
+        assert "Running stage 'prepare'" not in out and "Running stage 'features'" not in out
+    finally:
+        for path, text in originals.items():
+            (smoke_repo / path).write_text(text)
+
+
+def test_temp_experiment_lands_in_the_projects_store_with_its_name(smoke_repo):
+    """`dvc exp run --temp` runs in a throwaway copy under .dvc/tmp/exps; its run is in the repo's store."""
+    from mlflow import MlflowClient
+
+    if not (smoke_repo / "models" / "vae").exists():
+        _run(["dvc", "repro"], smoke_repo)
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke_repo / 'mlflow.db'}")
+
+    def vae_runs():
+        experiment = client.get_experiment_by_name("capsynth").experiment_id
+        return client.search_runs([experiment], filter_string="tags.`capsynth.stage` = 'train_vae'")
+
+    known = {r.info.run_id for r in vae_runs()}
+    _run(["dvc", "exp", "run", "--temp", "-n", "kl-temp", "-S", "train_vae.train.epochs=3", "train_vae"], smoke_repo)
+    [new] = [r for r in vae_runs() if r.info.run_id not in known]
+    assert new.data.tags["capsynth.dvc_experiment"] == "kl-temp" and new.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(new.info.run_id, "train_elbo")) == [0, 1, 2]
+    assert any((smoke_repo / "ray_results").glob("vae-*"))  # the temp workspace's checkpoints were kept
