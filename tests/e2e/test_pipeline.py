@@ -132,28 +132,6 @@ def test_evaluate_writes_metrics_report_and_plots(smoke_repo):
     assert "metrics/gan.json" in diff and "n_fake" in diff
 
 
-def test_rerun_from_scratch_is_byte_identical(smoke_repo):
-    prepared = smoke_repo / "data" / "prepared"
-    if not prepared.exists():
-        _run(["dvc", "repro"], smoke_repo)
-    before = _tree_hash(prepared)
-    _run(["dvc", "repro", "--force", "prepare"], smoke_repo)
-    assert _tree_hash(prepared) == before
-
-
-def test_exp_run_set_param_and_typo(smoke_repo):
-    _run(["dvc", "exp", "run", "-S", "prepare.seed=7"], smoke_repo)
-    report = json.loads((smoke_repo / "reports" / "prepare.json").read_text())
-    assert report["params"]["seed"] == 7
-    # DVC refuses a key params.yaml lacks ...
-    proc = _run(["dvc", "exp", "run", "-S", "prepare.seeed=7"], smoke_repo, check=False)
-    assert proc.returncode != 0 and "prepare.seeed" in proc.stderr
-    # ... and when forced in with '+', the stage's strict config refuses it
-    proc = _run(["dvc", "exp", "run", "-S", "+prepare.seeed=7"], smoke_repo, check=False)
-    assert proc.returncode != 0
-    assert "unknown key 'prepare.seeed'" in proc.stdout + proc.stderr
-
-
 # a real behaviour change in one component of each training stage (the issue's KL example among them)
 CODE_CHANGES = {
     "train_vae": ("components/generative/losses.py", "return 0.5 * (mu.pow(2) + logvar.exp()",
@@ -173,7 +151,8 @@ def _weights(repo: Path, stage: str) -> bytes:
 
 def test_a_code_change_in_a_training_component_retrains_with_new_weights(smoke_repo):
     """`dvc repro` after a behaviour change: each training stage reruns and trains afresh (its Ray run
-    has a new identity), so its weights differ; prepare and features do not rerun."""
+    has a new identity), so its weights differ; prepare and features do not rerun. (Before the tests
+    below that change prepare's params.)"""
     if not (smoke_repo / "models" / "captioner").exists():
         _run(["dvc", "repro"], smoke_repo)
     before = {stage: _weights(smoke_repo, stage) for stage in CODE_CHANGES}
@@ -211,3 +190,26 @@ def test_temp_experiment_lands_in_the_projects_store_with_its_name(smoke_repo):
     assert new.data.tags["capsynth.dvc_experiment"] == "kl-temp" and new.info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(new.info.run_id, "train_elbo")) == [0, 1, 2]
     assert any((smoke_repo / "ray_results").glob("vae-*"))  # the temp workspace's checkpoints were kept
+
+
+def test_rerun_from_scratch_is_byte_identical(smoke_repo):
+    prepared = smoke_repo / "data" / "prepared"
+    if not prepared.exists():
+        _run(["dvc", "repro"], smoke_repo)
+    before = _tree_hash(prepared)
+    _run(["dvc", "repro", "--force", "prepare"], smoke_repo)
+    assert _tree_hash(prepared) == before
+
+
+def test_exp_run_set_param_and_typo(smoke_repo):
+    _run(["dvc", "exp", "run", "-S", "prepare.seed=7"], smoke_repo)
+    report = json.loads((smoke_repo / "reports" / "prepare.json").read_text())
+    assert report["params"]["seed"] == 7
+    # DVC refuses a key params.yaml lacks ...
+    proc = _run(["dvc", "exp", "run", "-S", "prepare.seeed=7"], smoke_repo, check=False)
+    assert proc.returncode != 0 and "prepare.seeed" in proc.stderr
+    # ... and when forced in with '+', the stage's strict config refuses it
+    proc = _run(["dvc", "exp", "run", "-S", "+prepare.seeed=7"], smoke_repo, check=False)
+    assert proc.returncode != 0
+    assert "unknown key 'prepare.seeed'" in proc.stdout + proc.stderr
+
