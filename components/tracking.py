@@ -12,8 +12,9 @@
 * Per-epoch metrics go in by run id through :class:`RunLogger`, from the
   Ray Train controller once an epoch's checkpoint is persisted, exactly once
   per epoch (a step already in the run is never logged again), never raising.
-* A training stage passes a ``resume_key`` (its Ray run and params): rerun
-  after a killed driver, it continues the same, unfinished MLflow run. A run
+* A training stage opens its run with :func:`training_run` (its Ray run name
+  and params are the run's resume key): rerun after a killed driver, it
+  continues the same, unfinished MLflow run. A run
   whose process died (SIGKILL) is marked KILLED by the next stage run on the
   same host; SIGTERM / Ctrl-C end it as KILLED, an error as FAILED.
 * A remote tracking server that does not answer fails the stage at once, with
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -210,6 +212,30 @@ def stage_run(
         with _open_stage_run(mlflow, stage, params=params, params_file=params_file, tags=tags,
                              resume_key=resume_key) as run_id:
             yield run_id
+
+
+@contextlib.contextmanager
+def training_run(
+    stage: str,
+    *,
+    ray_run: str,
+    params: Mapping[str, Any],
+    params_file: str | os.PathLike = "params.yaml",
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[RunLogger]:
+    """A training stage's :func:`stage_run`; yields the :class:`RunLogger` of its epochs.
+
+    The resume key is a hash of the stage, the Ray run name (code, params and
+    data: :func:`components.train.ray_trainer.stable_run_name`) and the params
+    logged: a rerun of identical work after a killed driver continues the same
+    MLflow run, and anything else opens a new one. The run is tagged
+    ``ray_run`` so the Ray run folder can be found from the UI.
+    """
+    blob = json.dumps([stage, ray_run, dict(params)], sort_keys=True, default=str).encode()
+    key = hashlib.sha256(blob).hexdigest()[:16]
+    with stage_run(stage, params=params, params_file=params_file, tags={**(tags or {}), "ray_run": ray_run},
+                   resume_key=key) as run_id:
+        yield RunLogger(run_id, tracking_uri())
 
 
 def _pid_alive(pid: int) -> bool:

@@ -91,10 +91,9 @@ def stage_run(stage: str, family: str, loop: Callable[[dict], None], cfg: Any, *
     name and the :class:`~components.tracking.RunLogger` of its epochs."""
     run_name = run_name_of(family, loop, cfg, data_version)
     params = flatten(to_dict(cfg))
-    with tracking.stage_run(stage, params=params, params_file=params_file,
-                            tags={"data_hash": data_version, "ray_run": run_name},
-                            resume_key=stable_run_name(stage, None, run_name, params)) as run_id:
-        yield run_name, tracking.RunLogger(run_id, tracking.tracking_uri())
+    with tracking.training_run(stage, ray_run=run_name, params=params, params_file=params_file,
+                               tags={"data_hash": data_version}) as logger:
+        yield run_name, logger
 
 
 def train_on_ray(family: str, loop: Callable[[dict], None], cfg: Any, *, paths: dict[str, list[str]],

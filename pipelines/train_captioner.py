@@ -94,15 +94,14 @@ def run(cfg: TrainCaptionerConfig, *, prepared: Path, features: Path, out: Path,
     run_name = run_name_of(cfg, data_hash)
     params = flatten(to_dict(cfg))
     init_ray()
-    with tracking.stage_run(
+    with tracking.training_run(
         "train_captioner",
+        ray_run=run_name,
         params=params,
         params_file=params_file,
         tags={"backbone": meta.get("backbone", ""), "features_hash": data_hash["features_meta"],
-              "data_hash": data_hash["captions"], "ray_run": run_name},
-        resume_key=stable_run_name("train_captioner", None, run_name, params),
-    ) as run_id:
-        logger = tracking.RunLogger(run_id, tracking.tracking_uri())
+              "data_hash": data_hash["captions"]},
+    ) as logger:
         trainer = build_trainer(cfg, prepared=prepared, features=features, storage=storage, run_name=run_name,
                                 logger=logger)
         start = time.perf_counter()

@@ -72,17 +72,6 @@ def _guard(metrics: dict[str, float], *, step: int, epoch: int, last_good_epoch:
         ) from None
 
 
-def _snapshot(obj: Any) -> Any:
-    """Deep copy with every tensor cloned to the CPU (a checkpoint must not alias live weights)."""
-    if isinstance(obj, Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _snapshot(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_snapshot(v) for v in obj)
-    return obj
-
-
 class _Epochs:
     """The training batches of one rank, reseeded per epoch so a resumed run repeats the same order."""
 
@@ -244,9 +233,9 @@ def fit_vae(
             metrics.update(diagnostics)
             state["progress"] = torch.cat([state["progress"], row[None]])
         metrics["epoch_seconds"] = time.perf_counter() - start
-        session.end_epoch(state, metrics, checkpoint=lambda: _snapshot(
-            {**state, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-             "model_config": to_dict(model_cfg)}))
+        session.end_epoch(state, metrics, checkpoint=lambda: {
+            **state, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "model_config": to_dict(model_cfg)})
 
     return {**state, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
             "model_config": to_dict(model_cfg)}
@@ -354,7 +343,7 @@ def fit_gan(
             state["progress"] = torch.cat([state["progress"], row[None]])
         metrics["epoch_seconds"] = time.perf_counter() - start
         session.end_epoch(state, metrics,
-                          checkpoint=lambda: _snapshot(_gan_state(state, G, D, ema, opt_g, opt_d, model_cfg)))
+                          checkpoint=lambda: _gan_state(state, G, D, ema, opt_g, opt_d, model_cfg))
 
     return _gan_state(state, G, D, ema, opt_g, opt_d, model_cfg)
 

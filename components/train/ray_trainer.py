@@ -62,18 +62,16 @@ class ScalingSpec:
                    use_gpu=scaling.use_gpu, max_failures=scaling.max_failures)
 
 
-def stable_run_name(family: str, loop: Callable[..., Any] | None, *parts: Any) -> str:
+def stable_run_name(family: str, loop: Callable[..., Any], *parts: Any) -> str:
     """``family-<12 hex>``: the run's identity, from its code and a JSON of ``parts`` (configs, data hashes).
 
     Args:
         family: Prefix of the name (``captioner``, ``vae``, ...).
         loop: The ``train_loop_per_worker``: the code fingerprint of its
-            module (every project file it imports) is part of the name. None
-            only for names that are not a training run's.
+            module (every project file it imports) is part of the name.
         parts: Params and data versions.
     """
-    code = code_fingerprint(loop.__module__) if loop is not None else None
-    blob = json.dumps([code, *parts], sort_keys=True, default=str).encode()
+    blob = json.dumps([code_fingerprint(loop.__module__), *parts], sort_keys=True, default=str).encode()
     return f"{family}-{hashlib.sha256(blob).hexdigest()[:12]}"
 
 

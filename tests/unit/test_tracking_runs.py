@@ -108,6 +108,23 @@ def test_an_unfinished_run_with_the_same_key_is_continued_a_finished_one_is_not(
     assert other not in (first, third)
 
 
+def test_a_training_run_is_continued_only_for_the_same_ray_run_and_params(store):
+    with pytest.raises(RuntimeError):
+        with tracking.training_run("train_x", ray_run="x-aaa", params={"a": 1}) as first:
+            raise RuntimeError("driver died")
+    assert store.get_run(first.run_id).data.tags["ray_run"] == "x-aaa"
+    with tracking.training_run("train_x", ray_run="x-bbb", params={"a": 1}) as other_code:
+        pass  # another Ray run (code or data changed): a new MLflow run
+    assert other_code.run_id != first.run_id
+    assert store.get_run(first.run_id).info.status == "FAILED"
+    with tracking.training_run("train_x", ray_run="x-aaa", params={"a": 2}) as other_params:
+        pass
+    assert other_params.run_id != first.run_id
+    with tracking.training_run("train_x", ray_run="x-aaa", params={"a": 1}) as again:
+        pass
+    assert again.run_id == first.run_id and store.get_run(first.run_id).info.status == "FINISHED"
+
+
 def test_interrupt_ends_the_run_killed(store):
     with pytest.raises(KeyboardInterrupt):
         with tracking.stage_run("train_x", params={}) as run_id:
