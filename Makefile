@@ -11,7 +11,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test test-fast smoke profile mlflow-ui clean
+.PHONY: setup demo test test-fast smoke compare profile mlflow-ui clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -39,6 +39,20 @@ test-fast: setup
 # profile into params.yaml (git checkout params.yaml restores the default)
 smoke: setup
 	dvc exp run $$($(PY) -m pipelines.cli profile smoke)
+
+# the README's VAE and GAN comparisons: each setting over seeds 0 1 2 as queued DVC
+# experiments, two at a time (after `make demo`: the stages a setting does not
+# change are restored from DVC's run cache); summaries in seeds/*.json
+SEEDS = capsynth seeds --seeds 0 1 2 -j 2 --stage evaluate
+DCGAN = -S train_gan.model.loss=non_saturating -S train_gan.model.d_norm=batch \
+	-S train_gan.model.spectral_norm=false -S train_gan.train.augment=none -S train_gan.train.epochs=10 \
+	-S train_gan.train.lr_g=0.0004 -S 'train_gan.train.betas=[0.5,0.999]'
+compare: setup
+	$(SEEDS) train_vae.train.seed --name vae-res1 --metrics metrics/train_vae.json metrics/vae.json
+	$(SEEDS) train_vae.train.seed --name vae-res0 -S train_vae.model.decoder_res_blocks=0 \
+		--metrics metrics/train_vae.json metrics/vae.json
+	$(SEEDS) train_gan.train.seed --name gan-sn --metrics metrics/train_gan.json metrics/gan.json
+	$(SEEDS) train_gan.train.seed --name gan-dcgan $(DCGAN) --metrics metrics/train_gan.json metrics/gan.json
 
 # the MLflow UI on this machine only: http://127.0.0.1:5000
 mlflow-ui: setup

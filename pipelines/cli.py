@@ -7,6 +7,7 @@
     capsynth caption IMAGE... [--model DIR|models:/NAME@ALIAS] [--beam-size K]   one caption per image
     capsynth sweep captioner|vae|gan [--params params.yaml]  Ray Tune search; best config as -S args
     capsynth runs [--keep N]                      list (or prune) the run folders under ray_results/
+    capsynth seeds PARAM [--seeds 0 1 2] [-S K=V ...]   one setting over seeds as queued DVC experiments: mean ± std
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ STAGES = {"prepare": "pipelines.prepare", "features": "pipelines.features",
 TOOLS = {"sample": ("pipelines.sample", "draw images from a VAE/GAN: sample --model DIR -n 64 --seed S OUT.png"),
          "caption": ("pipelines.caption", "caption image files: caption IMAGE... --model DIR|models:/NAME@ALIAS --beam-size K"),
          "sweep": ("pipelines.sweep", "Ray Tune search of a training stage: sweep captioner|vae|gan"),
-         "runs": ("pipelines.runs", "list the Ray Train run folders; --keep N prunes all but N per family")}
+         "runs": ("pipelines.runs", "list the Ray Train run folders; --keep N prunes all but N per family"),
+         "seeds": ("pipelines.seeds", "one setting over several seeds as queued DVC experiments: mean ± std")}
 
 
 def _profile(args: argparse.Namespace) -> None:

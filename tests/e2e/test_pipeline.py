@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from ruamel.yaml import YAML
 
 from components.features.store import load_features
 from pipelines.config import write_profile_params
@@ -21,9 +26,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 BIN = Path(sys.executable).parent
 
 
-def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 1500) -> subprocess.CompletedProcess:
+    """Run a command in the throwaway repo; a command that hangs fails the test after ``timeout`` s."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -192,6 +198,81 @@ def test_temp_experiment_lands_in_the_projects_store_with_its_name(smoke_repo):
     assert any((smoke_repo / "ray_results").glob("vae-*"))  # the temp workspace's checkpoints were kept
 
 
+def _mlflow(repo: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def _stage_runs(repo: Path, stage: str) -> list:
+    client = _mlflow(repo)
+    experiment = client.get_experiment_by_name("capsynth").experiment_id
+    return client.search_runs([experiment], filter_string=f"tags.`capsynth.stage` = '{stage}'")
+
+
+def _wait_for_experiments(repo: Path, names: set[str], timeout_s: float = 900) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = set(_run(["dvc", "exp", "list", "--name-only"], repo).stdout.split())
+        if names <= done:
+            return
+        status = _run(["dvc", "queue", "status"], repo).stdout
+        failed = [line for line in status.splitlines() if "Failed" in line and any(n in line for n in names)]
+        assert not failed, f"queued experiment failed: {failed}\n" + "\n".join(
+            _run(["dvc", "queue", "logs", n], repo, check=False).stdout[-3000:] for n in names)
+        time.sleep(5)
+    raise AssertionError(f"queued experiments {sorted(names)} not done in {timeout_s} s:\n{status}")
+
+
+def test_two_queued_experiments_run_at_once_into_the_projects_store(smoke_repo):
+    """`dvc exp run --queue` twice, `dvc queue start -j 2`: both run at the same time in DVC's temporary
+    workspaces, and both land in the repository's SQLite store with their names and one history each."""
+    if not (smoke_repo / "data" / "prepared").exists():
+        _run(["dvc", "repro", "prepare"], smoke_repo)
+    known = {r.info.run_id for r in _stage_runs(smoke_repo, "train_vae")}
+    epochs = {"q-two": 2, "q-three": 3}
+    for name, n in epochs.items():
+        _run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train_vae.train.epochs={n}", "train_vae"],
+             smoke_repo)
+    _run(["dvc", "queue", "start", "-j", "2"], smoke_repo)  # the workers exit once the queue is empty
+    _wait_for_experiments(smoke_repo, set(epochs))
+    new = {r.data.tags.get("capsynth.dvc_experiment"): r for r in _stage_runs(smoke_repo, "train_vae")
+           if r.info.run_id not in known}
+    assert set(new) == set(epochs), f"runs in the project's store: {sorted(map(str, new))}"
+    client = _mlflow(smoke_repo)
+    for name, run in new.items():
+        assert run.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_elbo")]
+        assert sorted(steps) == list(range(epochs[name])), (name, steps)  # each epoch once
+    a, b = new["q-two"].info, new["q-three"].info
+    assert a.start_time < b.end_time and b.start_time < a.end_time, "the two experiments did not overlap"
+
+
+def test_seeds_command_summarises_queued_seed_experiments(smoke_repo):
+    """`capsynth seeds`: one experiment per seed through DVC's queue, mean ± std of the stage's metrics, the
+    values those experiments logged to MLflow; run again, it queues nothing and gives the same summary."""
+    if not (smoke_repo / "data" / "prepared").exists():
+        _run(["dvc", "repro", "prepare"], smoke_repo)
+    # a setting no other test runs: a stage DVC has run before with the same deps and params is restored from
+    # its run cache and opens no MLflow run
+    cmd = [str(BIN / "capsynth"), "seeds", "train_vae.train.seed", "--seeds", "0", "1", "2", "--stage", "train_vae",
+           "-S", "train_vae.train.epochs=2", "-S", "train_vae.train.lr=0.001", "--name", "vae-e2", "-j", "2",
+           "--out", "seeds.json"]
+    _run(cmd, smoke_repo)
+    summary = json.loads((smoke_repo / "seeds.json").read_text())
+    assert set(summary["experiments"]) == {"0", "1", "2"}
+    elbo = summary["metrics"]["metrics/train_vae.json:test_elbo"]
+    assert elbo["n"] == 3 and elbo["std"] > 0  # different seeds train differently
+    logged = {r.data.tags.get("capsynth.dvc_experiment"): r.data.metrics.get("test_elbo")
+              for r in _stage_runs(smoke_repo, "train_vae")}
+    for seed, name in summary["experiments"].items():
+        assert elbo["values"][seed] == pytest.approx(logged[name], rel=1e-6), name
+    assert elbo["mean"] == pytest.approx(sum(elbo["values"].values()) / 3)
+    again = _run(cmd, smoke_repo)
+    assert "Queued experiment" not in again.stdout + again.stderr
+    assert json.loads((smoke_repo / "seeds.json").read_text()) == summary
+
+
 def test_rerun_from_scratch_is_byte_identical(smoke_repo):
     prepared = smoke_repo / "data" / "prepared"
     if not prepared.exists():
@@ -199,6 +280,56 @@ def test_rerun_from_scratch_is_byte_identical(smoke_repo):
     before = _tree_hash(prepared)
     _run(["dvc", "repro", "--force", "prepare"], smoke_repo)
     assert _tree_hash(prepared) == before
+
+
+# wall-clock figures: the only content allowed to differ between two runs of the same seed on one machine
+WALL_CLOCK = re.compile(r"(_seconds|_per_s|_start_time)$")
+
+
+def _outputs(repo: Path) -> dict[str, bytes]:
+    """Every file of every stage's outputs in dvc.lock (metrics and plots included), by path."""
+    lock = YAML(typ="safe").load(repo / "dvc.lock")
+    files: dict[str, bytes] = {}
+    for stage in lock["stages"].values():
+        for out in stage.get("outs", []):
+            root = repo / out["path"]
+            for p in sorted(root.rglob("*")) if root.is_dir() else [root]:
+                if p.is_file():
+                    files[str(p.relative_to(repo))] = p.read_bytes()
+    return files
+
+
+def _without_wall_clock(path: str, data: bytes) -> object:
+    """A metrics JSON or curves CSV without its wall-clock keys / columns."""
+    if path.endswith(".json"):
+        def strip(obj):
+            if isinstance(obj, dict):
+                return {k: strip(v) for k, v in obj.items() if not WALL_CLOCK.search(k)}
+            return [strip(v) for v in obj] if isinstance(obj, list) else obj
+        return strip(json.loads(data))
+    if path.endswith(".csv"):
+        rows = list(csv.reader(io.StringIO(data.decode())))
+        keep = [i for i, name in enumerate(rows[0]) if not WALL_CLOCK.search(name)]
+        return [[row[i] for i in keep] for row in rows]
+    return data
+
+
+def test_every_stage_from_scratch_twice_is_byte_identical(smoke_repo):
+    """The whole pipeline run twice from scratch (no Ray checkpoints, no DVC run cache), same seeds: every
+    output file of every stage is the same bytes; metrics and curves differ only in wall-clock figures."""
+    runs = []
+    for _ in range(2):
+        shutil.rmtree(smoke_repo / "ray_results", ignore_errors=True)
+        _run(["dvc", "repro", "--force", "--no-run-cache"], smoke_repo)
+        runs.append(_outputs(smoke_repo))
+    first, second = runs
+    assert set(first) == set(second)
+    stages = YAML(typ="safe").load(smoke_repo / "dvc.lock")["stages"]
+    assert {"prepare", "features", "train_captioner", "train_vae", "train_gan", "evaluate", "register"} <= set(stages)
+    differ = sorted(p for p in first if first[p] != second[p])
+    assert all(p.startswith(("metrics/", "plots/")) for p in differ), f"differ beyond metrics/plots: {differ}"
+    still = [p for p in differ if _without_wall_clock(p, first[p]) != _without_wall_clock(p, second[p])]
+    assert not still, f"differ beyond wall-clock figures: {still}"
 
 
 def test_exp_run_set_param_and_typo(smoke_repo):
