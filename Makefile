@@ -47,12 +47,23 @@ SEEDS = capsynth seeds --seeds 0 1 2 -j 2 --stage evaluate
 DCGAN = -S train_gan.model.loss=non_saturating -S train_gan.model.d_norm=batch \
 	-S train_gan.model.spectral_norm=false -S train_gan.train.augment=none -S train_gan.train.epochs=10 \
 	-S train_gan.train.lr_g=0.0004 -S 'train_gan.train.betas=[0.5,0.999]'
+VAE_METRICS = --metrics metrics/train_vae.json metrics/vae.json
+GAN_METRICS = --metrics metrics/train_gan.json metrics/gan.json
+VAE_RES1 = train_vae.train.seed --name vae-res1 $(VAE_METRICS)
+VAE_RES0 = train_vae.train.seed --name vae-res0 -S train_vae.model.decoder_res_blocks=0 $(VAE_METRICS)
+GAN_SN = train_gan.train.seed --name gan-sn $(GAN_METRICS)
+GAN_DCGAN = train_gan.train.seed --name gan-dcgan $(DCGAN) $(GAN_METRICS)
+# all twelve experiments are queued first, so that both workers stay busy;
+# then each setting is waited for and summarised in turn
 compare: setup
-	$(SEEDS) train_vae.train.seed --name vae-res1 --metrics metrics/train_vae.json metrics/vae.json
-	$(SEEDS) train_vae.train.seed --name vae-res0 -S train_vae.model.decoder_res_blocks=0 \
-		--metrics metrics/train_vae.json metrics/vae.json
-	$(SEEDS) train_gan.train.seed --name gan-sn --metrics metrics/train_gan.json metrics/gan.json
-	$(SEEDS) train_gan.train.seed --name gan-dcgan $(DCGAN) --metrics metrics/train_gan.json metrics/gan.json
+	$(SEEDS) $(VAE_RES1) --queue-only
+	$(SEEDS) $(VAE_RES0) --queue-only
+	$(SEEDS) $(GAN_SN) --queue-only
+	$(SEEDS) $(GAN_DCGAN) --queue-only
+	$(SEEDS) $(VAE_RES1)
+	$(SEEDS) $(VAE_RES0)
+	$(SEEDS) $(GAN_SN)
+	$(SEEDS) $(GAN_DCGAN)
 
 # the MLflow UI on this machine only: http://127.0.0.1:5000
 mlflow-ui: setup

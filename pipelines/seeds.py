@@ -2,6 +2,7 @@
 
     capsynth seeds train_gan.train.seed [--seeds 0 1 2] [-S KEY=VALUE ...] [--profile smoke]
                    [--stage evaluate] [--metrics metrics/gan.json ...] [-j 1] [--name gan] [--out FILE]
+                   [--queue-only]
 
 For each seed it queues ``dvc exp run --queue --name <name>-<digest>-s<seed>
 -S <seed param>=<seed> -S ... <stage>``, runs the queue's entries it made
@@ -116,31 +117,45 @@ def existing_experiments() -> set[str]:
     return set(out.stdout.split())
 
 
+def _pending(q) -> dict[str, str]:
+    """``{stash_rev: name}`` of the queue's entries that are queued or running."""
+    return {e.stash_rev: e.name for e in [*q.iter_queued(), *q.iter_active()] if e.name}
+
+
 def queue(names: Mapping[int, str], seed_param: str, overrides: Mapping[str, Any], stage: str) -> list[str]:
-    """Queue the experiments that do not exist yet; returns their names."""
+    """Queue the experiments that neither exist nor wait in the queue; returns the names still to finish."""
+    from dvc.repo import Repo
+
     from pipelines.config import set_arg
 
     have = existing_experiments()
-    queued = []
+    with Repo() as repo:
+        pending = set(_pending(repo.experiments.celery_queue).values())
+    todo = []
     for seed, exp in names.items():
         if exp in have:
             log.info("experiment %s exists: not run again", exp)
+            continue
+        todo.append(exp)
+        if exp in pending:
+            log.info("experiment %s is in the queue already", exp)
             continue
         args = ["dvc", "exp", "run", "--queue", "--name", exp, "-S", set_arg(seed_param, seed)]
         for key, value in overrides.items():
             args += ["-S", set_arg(key, value)]
         subprocess.run([*args, stage], check=True)
-        queued.append(exp)
-    return queued
+    return todo
 
 
 def run_queued(names: Sequence[str], jobs: int, poll_s: float = 5.0) -> None:
-    """Run the queue's entries named ``names`` (``jobs`` at once) and wait for them; fail naming failures.
+    """Run the queue (``jobs`` at once) until its entries named ``names`` are done; fail naming failures.
 
-    DVC's queue workers exit 10 s after they find the queue empty, and a
-    ``dvc queue stop`` of earlier work can reach workers started later (the
-    filesystem broker keeps the broadcast); so while any of these entries is
-    queued and none is running, workers are started again.
+    The workers take the queue in order, so entries queued before these (by
+    another ``capsynth seeds --queue-only``, say) run first. DVC's queue
+    workers exit 10 s after they find the queue empty, and a ``dvc queue
+    stop`` of earlier work can reach workers started later (the filesystem
+    broker keeps the broadcast); so while any of these entries waits and
+    nothing runs, workers are started again.
     """
     if not names:
         return
@@ -149,25 +164,29 @@ def run_queued(names: Sequence[str], jobs: int, poll_s: float = 5.0) -> None:
     want = set(names)
     with Repo() as repo:
         q = repo.experiments.celery_queue
-        mine = {e.stash_rev: e.name for e in q.iter_queued() if e.name in want}  # not older entries' names
+        mine = {rev: name for rev, name in _pending(q).items() if name in want}  # not older entries' names
+        lost = want - set(mine.values())
+        if lost:
+            raise SeedsError(f"not in DVC's queue: {', '.join(sorted(lost))}")
         q.start_workers(count=jobs)
-        shown = None
+        shown, idle = None, 0
         while True:
             failed = sorted(mine[r.entry.stash_rev] for r in q.iter_failed() if r.entry.stash_rev in mine)
             if failed:
                 raise SeedsError("experiment(s) failed: " + ", ".join(failed)
                                  + f" (see `dvc queue logs {failed[0]}`)")
             done = {r.entry.stash_rev for r in q.iter_success()} & set(mine)
-            running = {e.stash_rev for e in q.iter_active()} & set(mine)
-            waiting = {e.stash_rev for e in q.iter_queued()} & set(mine)
             if done == set(mine):
                 return
-            if (len(done), len(running)) != shown:
-                shown = (len(done), len(running))
+            active = {e.stash_rev for e in q.iter_active()}
+            if (len(done), len(active & set(mine))) != shown:
+                shown = (len(done), len(active & set(mine)))
                 log.info("seeds: %d of %d experiments done, %d running (`dvc queue logs NAME -f` follows one)",
-                         len(done), len(mine), len(running))
-            if waiting and not running and not any(True for _ in q.iter_active()):
+                         len(done), len(mine), shown[1])
+            idle = 0 if active else idle + 1
+            if idle * poll_s > 15:  # a worker starts within seconds; an idle one exits after 10 s
                 q.start_workers(count=jobs)
+                idle = 0
             time.sleep(poll_s)
 
 
@@ -249,14 +268,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="seeds", help="prefix of the experiment names")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", help="summary JSON (default seeds/<name>-<digest>.json)")
+    parser.add_argument("--queue-only", action="store_true",
+                        help="only queue the experiments; a later run of the same command runs and summarises")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         summary = run(args)
     except SeedsError as err:
         parser.exit(2, f"capsynth seeds: error: {err}\n")
-    print(format_table(summary["metrics"]))
-    print(f"\nwrote {summary['path']}", file=sys.stderr)
+    if "metrics" in summary:
+        print(format_table(summary["metrics"]))
+        print(f"\nwrote {summary['path']}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -275,7 +297,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SeedsError(f"{args.seed_param} is the seed param: do not also set it with -S")
     check_params(Path(args.params), {**overrides, args.seed_param: args.seeds[0]})
     names = experiment_names(args.name, args.seed_param, args.seeds, overrides, args.stage, tree_state())
-    run_queued(queue(names, args.seed_param, overrides, args.stage), args.jobs)
+    todo = queue(names, args.seed_param, overrides, args.stage)
+    if args.queue_only:
+        log.info("queued %s: `dvc queue start`, or this command without --queue-only, runs them", ", ".join(todo))
+        return {"queued": todo}
+    run_queued(todo, args.jobs)
     missing = sorted(set(names.values()) - existing_experiments())
     if missing:
         raise SeedsError(f"no DVC experiment named {', '.join(missing)} on this commit")

@@ -80,3 +80,15 @@ def test_mean_std_is_printed_to_the_std_two_significant_digits():
     assert seeds.format_mean_std(0.0261, 0.0049) == "0.0261 ± 0.0049"
     assert seeds.format_mean_std(2.0, 0.0) == "2 ± 0"
     assert seeds.format_mean_std(2.0, None) == "2"
+
+
+def test_queue_only_queues_and_does_not_wait(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(seeds, "tree_state", lambda: "")
+    monkeypatch.setattr(seeds, "queue", lambda names, *a: calls.append(sorted(names.values())) or list(names.values()))
+    monkeypatch.setattr(seeds, "run_queued", lambda *a, **k: pytest.fail("waited for the queue"))
+    seeds.main(["train_vae.train.seed", "--name", "v", "--queue-only", "--params", str(ROOT / "params.yaml"),
+                "--out", str(tmp_path / "s.json")])
+    [names] = calls
+    assert len(names) == 3 and all(n.startswith("v-") for n in names)
+    assert not (tmp_path / "s.json").exists()
