@@ -120,6 +120,16 @@ def train_on_ray(family: str, loop: Callable[[dict], None], cfg: Any, *, paths: 
     return state, run_name, time.perf_counter() - start
 
 
+# a metric named so measures wall-clock time or speed: the only figures two runs of the same seed on one machine may
+# differ in; they stay out of model folders, whose bytes are the run's identity for DVC and the registry
+WALL_CLOCK_SUFFIXES = ("_seconds", "_per_s", "_start_time")
+
+
+def without_wall_clock(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` less its wall-clock figures (see :data:`WALL_CLOCK_SUFFIXES`)."""
+    return {k: v for k, v in metrics.items() if not k.endswith(WALL_CLOCK_SUFFIXES)}
+
+
 def steady_images_per_s(history: Sequence[dict[str, float]]) -> float:
     """Mean training images/s over the epochs after the first (all of them if only one)."""
     rates = [row["train_images_per_s"] for row in history]

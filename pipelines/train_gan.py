@@ -90,7 +90,7 @@ def run(cfg: TrainGANConfig, *, prepared: Path, out: Path, reports: Path, metric
         with atomic_dir(out) as tmp:
             save_model_dir(tmp, "dcgan", {"generator": G, "generator_ema": G_ema, "discriminator": D}, cfg.model,
                            extra={"ray_run": run_name, "data_hash": version, "epochs": len(state["history"]),
-                                  "steps": state["step"], "metrics": metrics})
+                                  "steps": state["step"], "metrics": common.without_wall_clock(metrics)})
         with atomic_dir(reports) as tmp:
             common.save_png(tmp / "samples.png", image_grid(sample(G_ema, 64, cfg.train.sample_seed), nrow=8))
             z = torch.randn(16, cfg.model.latent_dim, generator=torch.Generator().manual_seed(cfg.train.sample_seed))
