@@ -21,7 +21,7 @@ from pipelines import config
 STAGES = {"prepare": "pipelines.prepare", "features": "pipelines.features",
           "train_captioner": "pipelines.train_captioner",
           "train_vae": "pipelines.train_vae", "train_gan": "pipelines.train_gan",
-          "register": "pipelines.register"}
+          "evaluate": "pipelines.evaluate", "register": "pipelines.register"}
 # other commands with their own argument parser, dispatched the same way
 TOOLS = {"sample": ("pipelines.sample", "draw images from a VAE/GAN: sample --model DIR -n 64 --seed S OUT.png"),
          "caption": ("pipelines.caption", "caption image files: caption IMAGE... --model DIR|models:/NAME@ALIAS --beam-size K"),

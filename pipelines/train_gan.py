@@ -27,14 +27,14 @@ import torch
 
 from components.config import to_dict
 from components.generative.data import load_images
-from components.generative.diagnostics import colour_histogram, histogram_distance, sample_diversity
+from components.generative.diagnostics import colour_distance, sample_diversity
 from components.generative.fit import grid_rows, train_loop_per_worker_gan
 from components.generative.io import save_model_dir
 from components.generative.models import build_gan, build_generator
 from components.generative.sampling import image_grid, interpolate, sample
 from components.io import atomic_dir
 from components.ray_adapter import init_ray
-from pipelines import generative_stage as common
+from pipelines import generative_stage
 from pipelines.common import stage_main
 from pipelines.config import TrainGANConfig, load_params
 
@@ -44,19 +44,15 @@ CURVE_KEYS = ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "gp", "sample_div
               "train_images_per_s")
 
 
-def _colour_distance(a: np.ndarray, b: np.ndarray) -> float:
-    return histogram_distance(colour_histogram(a, 8, joint=True), colour_histogram(b, 8, joint=True))
-
-
 def run(cfg: TrainGANConfig, *, prepared: Path, out: Path, reports: Path, metrics_path: Path, plots_path: Path,
         storage: Path, params_file: str = "params.yaml") -> dict:
     """Train, then write the model folder, PNGs, metrics and curves; return the metrics."""
-    paths = common.image_splits(prepared)
-    version = common.data_hash(prepared)
+    paths = generative_stage.image_splits(prepared)
+    version = generative_stage.data_hash(prepared)
     init_ray()
-    with common.stage_run("train_gan", "gan", train_loop_per_worker_gan, cfg, data_version=version,
+    with generative_stage.stage_run("train_gan", "gan", train_loop_per_worker_gan, cfg, data_version=version,
                           params_file=params_file) as (run_name, logger):
-        state, run_name, train_seconds = common.train_on_ray(
+        state, run_name, train_seconds = generative_stage.train_on_ray(
             "gan", train_loop_per_worker_gan, cfg, paths=paths, data_version=version, storage=storage,
             logger=logger)
         log.info("trained %d epochs in %.0f s", len(state["history"]), train_seconds)
@@ -67,7 +63,7 @@ def run(cfg: TrainGANConfig, *, prepared: Path, out: Path, reports: Path, metric
             module.load_state_dict(state[key])
             module.eval()
 
-        split, held_out = common.eval_images(paths, cfg.model.image_size)
+        split, held_out = generative_stage.eval_images(paths, cfg.model.image_size)
         real = held_out.permute(0, 2, 3, 1).numpy()[: cfg.train.num_samples]  # (N, S, S, 3) uint8
         val_real = load_images(paths["val"][: cfg.train.num_samples], size=cfg.model.image_size)
         ema_samples = sample(G_ema, cfg.train.num_samples, cfg.train.sample_seed)  # (N, S, S, 3)
@@ -77,34 +73,34 @@ def run(cfg: TrainGANConfig, *, prepared: Path, out: Path, reports: Path, metric
             "eval_split": split,
             "epochs_run": len(state["history"]),
             "train_seconds": round(train_seconds, 1),
-            "train_images_per_s": round(common.steady_images_per_s(state["history"]), 1),
+            "train_images_per_s": round(generative_stage.steady_images_per_s(state["history"]), 1),
             "d_loss": last["d_loss"],
             "g_loss": last["g_loss"],
             "sample_diversity": sample_diversity(ema_samples, real),
-            "colour_hist_distance": _colour_distance(ema_samples, real),
+            "colour_hist_distance": colour_distance(ema_samples, real),
             "sample_diversity_raw_generator": sample_diversity(raw_samples, real),
-            "colour_hist_distance_raw_generator": _colour_distance(raw_samples, real),
+            "colour_hist_distance_raw_generator": colour_distance(raw_samples, real),
             # the floor: two sets of real images (val against the held-out split)
-            "colour_hist_distance_real": _colour_distance(val_real.permute(0, 2, 3, 1).numpy(), real),
+            "colour_hist_distance_real": colour_distance(val_real.permute(0, 2, 3, 1).numpy(), real),
         }
         with atomic_dir(out) as tmp:
             save_model_dir(tmp, "dcgan", {"generator": G, "generator_ema": G_ema, "discriminator": D}, cfg.model,
                            extra={"ray_run": run_name, "data_hash": version, "epochs": len(state["history"]),
-                                  "steps": state["step"], "metrics": common.without_wall_clock(metrics)})
+                                  "steps": state["step"], "metrics": generative_stage.without_wall_clock(metrics)})
         with atomic_dir(reports) as tmp:
-            common.save_png(tmp / "samples.png", image_grid(sample(G_ema, 64, cfg.train.sample_seed), nrow=8))
+            generative_stage.save_png(tmp / "samples.png", image_grid(sample(G_ema, 64, cfg.train.sample_seed), nrow=8))
             z = torch.randn(16, cfg.model.latent_dim, generator=torch.Generator().manual_seed(cfg.train.sample_seed))
             rows = [interpolate(G_ema, z[i], z[i + 1], 10, method="slerp") for i in range(0, 16, 2)]
-            common.save_png(tmp / "interpolations.png", image_grid(np.concatenate(rows), nrow=10))
-            common.save_png(tmp / "progress.png", image_grid(grid_rows(state["progress"]), nrow=8))
-        common.finish(metrics, state["history"], CURVE_KEYS, out=out, reports=reports, metrics_path=metrics_path,
-                      plots_path=plots_path)
+            generative_stage.save_png(tmp / "interpolations.png", image_grid(np.concatenate(rows), nrow=10))
+            generative_stage.save_png(tmp / "progress.png", image_grid(grid_rows(state["progress"]), nrow=8))
+        generative_stage.finish(metrics, state["history"], CURVE_KEYS, out=out, reports=reports,
+                                metrics_path=metrics_path, plots_path=plots_path)
     return metrics
 
 
 @stage_main("train_gan")
 def main(argv: list[str] | None = None) -> None:
-    args = common.parse_args("gan", __doc__.splitlines()[0], argv)
+    args = generative_stage.parse_args("gan", __doc__.splitlines()[0], argv)
     cfg = load_params(args.params).train_gan
     metrics = run(cfg, prepared=args.prepared, out=args.out, reports=args.reports, metrics_path=args.metrics,
                   plots_path=args.plots, storage=args.storage, params_file=args.params)

@@ -26,14 +26,14 @@ import torch
 
 from components.config import to_dict
 from components.generative.common import from_uint8_images
-from components.generative.diagnostics import colour_histogram, histogram_distance, sample_diversity
+from components.generative.diagnostics import colour_distance, sample_diversity
 from components.generative.fit import evaluate_vae, grid_rows, train_loop_per_worker_vae
 from components.generative.io import save_model_dir
 from components.generative.models import build_vae
 from components.generative.sampling import image_grid, interpolate, reconstructions, sample
 from components.io import atomic_dir
 from components.ray_adapter import init_ray
-from pipelines import generative_stage as common
+from pipelines import generative_stage
 from pipelines.common import stage_main
 from pipelines.config import TrainVAEConfig, load_params
 
@@ -44,19 +44,15 @@ CURVE_KEYS = ("epoch", "train_elbo", "val_elbo", "train_recon_nll", "val_recon_n
               "train_images_per_s")
 
 
-def _colour_distance(a, b) -> float:
-    return histogram_distance(colour_histogram(a, 8, joint=True), colour_histogram(b, 8, joint=True))
-
-
 def run(cfg: TrainVAEConfig, *, prepared: Path, out: Path, reports: Path, metrics_path: Path, plots_path: Path,
         storage: Path, params_file: str = "params.yaml") -> dict:
     """Train, then write the model folder, PNGs, metrics and curves; return the metrics."""
-    paths = common.image_splits(prepared)
-    version = common.data_hash(prepared)
+    paths = generative_stage.image_splits(prepared)
+    version = generative_stage.data_hash(prepared)
     init_ray()
-    with common.stage_run("train_vae", "vae", train_loop_per_worker_vae, cfg, data_version=version,
+    with generative_stage.stage_run("train_vae", "vae", train_loop_per_worker_vae, cfg, data_version=version,
                           params_file=params_file) as (run_name, logger):
-        state, run_name, train_seconds = common.train_on_ray(
+        state, run_name, train_seconds = generative_stage.train_on_ray(
             "vae", train_loop_per_worker_vae, cfg, paths=paths, data_version=version, storage=storage,
             logger=logger)
         last = state["history"][-1]
@@ -65,7 +61,7 @@ def run(cfg: TrainVAEConfig, *, prepared: Path, out: Path, reports: Path, metric
 
         torch.manual_seed(cfg.train.seed)  # the same initial weights as the training run
         model = build_vae(cfg.model)
-        split, held_out = common.eval_images(paths, cfg.model.image_size)
+        split, held_out = generative_stage.eval_images(paths, cfg.model.image_size)
         at_init = evaluate_vae(model, held_out, seed=cfg.train.seed)
         model.load_state_dict(state["model"])
         model.eval()
@@ -79,13 +75,13 @@ def run(cfg: TrainVAEConfig, *, prepared: Path, out: Path, reports: Path, metric
             "eval_split": split,
             "epochs_run": len(state["history"]),
             "train_seconds": round(train_seconds, 1),
-            "train_images_per_s": round(common.steady_images_per_s(state["history"]), 1),
+            "train_images_per_s": round(generative_stage.steady_images_per_s(state["history"]), 1),
             **{f"test_{k}": v for k, v in final.items() if k != "loss"},
             "test_elbo_at_init": at_init["elbo"],
             "test_bits_per_dim_at_init": at_init["bits_per_dim"],
             "sample_diversity": sample_diversity(diagnostics, real[: cfg.train.num_samples]),
-            "colour_hist_distance": _colour_distance(diagnostics, real[: cfg.train.num_samples]),
-            "recon_colour_hist_distance": _colour_distance(recon, real),
+            "colour_hist_distance": colour_distance(diagnostics, real[: cfg.train.num_samples]),
+            "recon_colour_hist_distance": colour_distance(recon, real),
             "recon_mse": float(np.mean(((recon.astype(np.float32) - real) / 255.0) ** 2)),
         }
         with atomic_dir(out) as tmp:
@@ -93,24 +89,24 @@ def run(cfg: TrainVAEConfig, *, prepared: Path, out: Path, reports: Path, metric
                            extra={"ray_run": run_name, "data_hash": version, "epochs": len(state["history"]),
                                   "test": {k: v for k, v in metrics.items() if k.startswith("test_")}})
         with atomic_dir(reports) as tmp:
-            common.save_png(tmp / "samples.png", image_grid(samples, nrow=8))
+            generative_stage.save_png(tmp / "samples.png", image_grid(samples, nrow=8))
             per_row = min(8, len(real))  # up to 4 rows of originals, each above its reconstructions
             shown = real[: per_row * min(4, len(real) // per_row)]
-            common.save_png(tmp / "reconstructions.png", image_grid(
-                common.interleave(shown, recon[: len(shown)], per_row=per_row), nrow=per_row))
+            generative_stage.save_png(tmp / "reconstructions.png", image_grid(
+                generative_stage.interleave(shown, recon[: len(shown)], per_row=per_row), nrow=per_row))
             with torch.no_grad():  # 8 rows: between the posterior means of two test images
                 mu, _ = model.encoder(from_uint8_images(shown[:16], value_range=(0.0, 1.0)))  # (16, L)
             rows = [interpolate(model, mu[i], mu[i + 1], 10, method="linear") for i in range(0, len(mu) - 1, 2)]
-            common.save_png(tmp / "interpolations.png", image_grid(np.concatenate(rows), nrow=10))
-            common.save_png(tmp / "progress.png", image_grid(grid_rows(state["progress"]), nrow=8))
-        common.finish(metrics, state["history"], CURVE_KEYS, out=out, reports=reports, metrics_path=metrics_path,
-                      plots_path=plots_path)
+            generative_stage.save_png(tmp / "interpolations.png", image_grid(np.concatenate(rows), nrow=10))
+            generative_stage.save_png(tmp / "progress.png", image_grid(grid_rows(state["progress"]), nrow=8))
+        generative_stage.finish(metrics, state["history"], CURVE_KEYS, out=out, reports=reports,
+                                metrics_path=metrics_path, plots_path=plots_path)
     return metrics
 
 
 @stage_main("train_vae")
 def main(argv: list[str] | None = None) -> None:
-    args = common.parse_args("vae", __doc__.splitlines()[0], argv)
+    args = generative_stage.parse_args("vae", __doc__.splitlines()[0], argv)
     cfg = load_params(args.params).train_vae
     metrics = run(cfg, prepared=args.prepared, out=args.out, reports=args.reports, metrics_path=args.metrics,
                   plots_path=args.plots, storage=args.storage, params_file=args.params)

@@ -419,14 +419,7 @@ def beam_search_single(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_
     )
 
 
-DECODERS: dict[str, Callable[..., DecodeResult]] = {
-    "greedy": greedy_decode,
-    "beam": beam_search,
-}
-"""Decoders by name, for configs: ``DECODERS[name](model, grid, pooled, **kwargs)``."""
-
-
 __all__ = [
-    "DECODERS", "LENGTH_PENALTIES", "DecodeResult", "beam_search", "beam_search_single", "gnmt_length_penalty",
+    "LENGTH_PENALTIES", "DecodeResult", "beam_search", "beam_search_single", "gnmt_length_penalty",
     "greedy_decode", "normalized_score", "power_length_penalty",
 ]

@@ -99,7 +99,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 def train_step(model: nn.Module, batch: Sequence[Tensor], optimizer: torch.optim.Optimizer, *,
                loss_cfg: LossConfig = LossConfig(), grad_clip: float | None = None, sampling_prob: float = 0.0,
-               scaler: torch.amp.GradScaler | None = None, autocast_dtype: torch.dtype | None = None,
+               autocast_dtype: torch.dtype | None = None,
                generator: torch.Generator | None = None) -> dict[str, float]:
     """One optimisation step on one batch.
 
@@ -111,9 +111,8 @@ def train_step(model: nn.Module, batch: Sequence[Tensor], optimizer: torch.optim
         grad_clip: Clip the global gradient norm to this value; None or 0: no clipping.
         sampling_prob: Scheduled sampling probability for this step (Bengio et
             al. 2015); the loop owns its schedule.
-        scaler: A ``torch.amp.GradScaler`` for float16 autocast; None otherwise.
-        autocast_dtype: ``torch.float16`` / ``torch.bfloat16`` to run the forward
-            pass under autocast; None: full precision.
+        autocast_dtype: ``torch.bfloat16`` to run the forward pass under
+            autocast (float16 would need a gradient scaler); None: full precision.
         generator: Random generator for scheduled sampling.
 
     Returns:
@@ -128,17 +127,9 @@ def train_step(model: nn.Module, batch: Sequence[Tensor], optimizer: torch.optim
         output = model(grid, pooled, tokens, sampling_prob=sampling_prob, generator=generator)
         terms = caption_loss(output, tokens, cfg=loss_cfg)
     loss = terms["loss"]
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-    else:
-        loss.backward()
+    loss.backward()
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else math.inf)
-    if scaler is not None:
-        scaler.step(optimizer)  # skipped when the gradients are not finite
-        scaler.update()
-    else:
-        optimizer.step()
+    optimizer.step()
     metrics = {name: float(value.detach()) for name, value in terms.items()}
     metrics["grad_norm"] = float(grad_norm)
     return metrics

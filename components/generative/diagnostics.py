@@ -138,3 +138,16 @@ def histogram_distance(p: np.ndarray, q: np.ndarray, *, metric: str = "chi2") ->
     if p.shape != q.shape:
         raise ValueError(f"histogram shapes differ: {p.shape} vs {q.shape}")
     return HISTOGRAM_DISTANCES[metric](p, q)
+
+
+def colour_distance(a: np.ndarray, b: np.ndarray, *, bins: int = 8) -> float:
+    """Chi-square distance of the joint colour histograms of two image sets (0 same colours, 1 disjoint).
+
+    The one colour signal of the VAE and GAN stages and their per-epoch curves.
+
+    Args:
+        a: uint8 ``(N, H, W, 3)``.
+        b: uint8 ``(M, H, W, 3)``.
+        bins: Bins per channel (``bins**3`` joint cells).
+    """
+    return histogram_distance(colour_histogram(a, bins, joint=True), colour_histogram(b, bins, joint=True))

@@ -39,8 +39,7 @@ from components.generative.data import ImageTensorDataset, load_images
 from components.generative.diagnostics import (
     NonFiniteLossError,
     check_finite,
-    colour_histogram,
-    histogram_distance,
+    colour_distance,
     sample_diversity,
 )
 from components.generative.ema import EMA, recalibrate_batchnorm
@@ -97,16 +96,11 @@ class _Epochs:
             yield batch.to(device, non_blocking=True)
 
 
-def _colour_distance(samples: np.ndarray, real: np.ndarray) -> float:
-    """Chi-square distance of the joint colour histograms (8 bins per channel) of two image sets."""
-    return histogram_distance(colour_histogram(samples, 8, joint=True), colour_histogram(real, 8, joint=True))
-
-
 def _sample_diagnostics(sampler: nn.Module, real: np.ndarray, cfg: Any) -> tuple[dict[str, float], Tensor]:
     """Mode-collapse and colour signals of ``num_samples`` prior samples, and the fixed-noise row."""
     images = sample(sampler, cfg.num_samples, cfg.sample_seed)  # (N, H, W, 3) uint8
     metrics = {"sample_diversity": sample_diversity(images, real),
-               "colour_hist_distance": _colour_distance(images, real)}
+               "colour_hist_distance": colour_distance(images, real)}
     return metrics, torch.from_numpy(images[:PROGRESS_SAMPLES].copy())  # (8, H, W, 3)
 
 

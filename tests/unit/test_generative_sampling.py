@@ -11,6 +11,7 @@ from components.generative.config import GANConfig, VAEConfig
 from components.generative.diagnostics import (
     NonFiniteLossError,
     check_finite,
+    colour_distance,
     colour_histogram,
     histogram_distance,
     mean_pairwise_l2,
@@ -128,3 +129,6 @@ def test_colour_histogram_and_distances():
     assert histogram_distance(h, colour_histogram(half, bins=4), metric="chi2") == pytest.approx(2 / 9)
     with pytest.raises(ValueError):
         histogram_distance(h, hj)
+    # the stages' one colour signal: joint histograms, so red against blue is 1 whatever the bins
+    assert colour_distance(red, red) == 0.0 and colour_distance(red, blue) == 1.0
+    assert colour_distance(red, half) == pytest.approx(1 / 3)  # [1, 0] vs [.5, .5] on the joint cells
