@@ -34,7 +34,15 @@ from components.captioning.losses import LossConfig
 from components.captioning.models import CaptionModelConfig, build_model
 from components.captioning.train import CaptionDataset, collate_captions, evaluate_loss, train_step
 from components.metrics.captions import quick_scores
-from components.train.session import RaySession, Session, derive_seed, maybe_inject_failure, unwrap
+from components.train.guard import guard
+from components.train.session import (
+    RaySession,
+    Session,
+    amp_dtype,
+    derive_seed,
+    maybe_inject_failure,
+    unwrap,
+)
 
 
 def _loader(split: SplitCaptions, data: CaptionData, batch_size: int, *, shuffle: bool, seed: int,
@@ -126,7 +134,7 @@ def fit_captioner(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(optimizer, cfg)
     loss_cfg = LossConfig(label_smoothing=cfg.label_smoothing, attention_penalty=cfg.attention_penalty)
-    autocast_dtype = torch.bfloat16 if cfg.amp and device.type == "cuda" else None
+    autocast_dtype = amp_dtype(device, cfg.amp)
 
     state: dict[str, Any] = {"epoch": -1, "history": [], "best_cider": -math.inf, "best_epoch": -1,
                              "bad_epochs": 0, "best_model": None}
@@ -159,8 +167,7 @@ def fit_captioner(
             out = train_step(model, batch, optimizer, loss_cfg=loss_cfg, grad_clip=cfg.grad_clip or None,
                              sampling_prob=sampling_prob, autocast_dtype=autocast_dtype,
                              generator=sampling_gen if device.type == "cpu" else None)
-            if not math.isfinite(out["loss"]):
-                raise FloatingPointError(f"non-finite training loss {out['loss']} at epoch {epoch}, step {steps}")
+            guard({"loss": out["loss"]}, step=steps, epoch=epoch, last_good_epoch=state["epoch"])
             for k in sums:
                 sums[k] += out[k]
             if on_step is not None:

@@ -8,7 +8,6 @@ wraps it in a ``DataLoader`` with :func:`collate_captions`, calls
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -21,6 +20,7 @@ from torch.utils.data import Dataset
 
 from components.captioning.losses import LossConfig, caption_loss
 from components.data.text import Vocab
+from components.train.session import autocast
 
 
 class CaptionBatch(NamedTuple):
@@ -91,12 +91,6 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def train_step(model: nn.Module, batch: Sequence[Tensor], optimizer: torch.optim.Optimizer, *,
                loss_cfg: LossConfig = LossConfig(), grad_clip: float | None = None, sampling_prob: float = 0.0,
                autocast_dtype: torch.dtype | None = None,
@@ -123,7 +117,7 @@ def train_step(model: nn.Module, batch: Sequence[Tensor], optimizer: torch.optim
     device = _device_of(model)
     grid, pooled, tokens = (x.to(device, non_blocking=True) for x in batch)
     optimizer.zero_grad(set_to_none=True)
-    with _autocast(device, autocast_dtype):
+    with autocast(device, autocast_dtype):
         output = model(grid, pooled, tokens, sampling_prob=sampling_prob, generator=generator)
         terms = caption_loss(output, tokens, cfg=loss_cfg)
     loss = terms["loss"]
@@ -158,7 +152,7 @@ def evaluate_loss(model: nn.Module, loader: Iterable[Sequence[Tensor]], *, loss_
     try:
         for batch in loader:
             grid, pooled, tokens = (x.to(device, non_blocking=True) for x in batch)
-            with _autocast(device, autocast_dtype):
+            with autocast(device, autocast_dtype):
                 terms = caption_loss(model(grid, pooled, tokens), tokens, cfg=loss_cfg)
             n_tok = terms["num_tokens"].double()
             n_cap = float(tokens.shape[0])

@@ -12,8 +12,8 @@ Modules (no Ray, no MLflow, no I/O at import):
 ``steps``        ``vae_train_step``, ``vae_eval_step``, ``gan_train_step``,
                  ``make_gan_optimizers``.
 ``sampling``     ``sample``, ``reconstructions``, ``interpolate``, ``image_grid``.
-``diagnostics``  ``check_finite``, ``sample_diversity``, ``colour_histogram``,
-                 ``histogram_distance``.
+``diagnostics``  ``sample_diversity``, ``colour_histogram``, ``histogram_distance``,
+                 ``colour_distance``.
 ``data``         ``load_images``, ``ImageTensorDataset``.
 ``io``           ``save_model_dir``, ``load_model_dir``, ``load_generator``.
 ``fit``          the training loops ``fit_vae`` / ``fit_gan`` (Ray-agnostic, via a

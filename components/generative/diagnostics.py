@@ -1,4 +1,4 @@
-"""Cheap training diagnostics: finite losses, sample diversity, colour statistics.
+"""Cheap training diagnostics: sample diversity, colour statistics.
 
 These are signals for the training loop and reports, not the evaluation
 metrics (FID/KID, precision/recall live with the ``evaluate`` stage).
@@ -6,37 +6,10 @@ metrics (FID/KID, precision/recall live with the ``evaluate`` stage).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import numpy as np
 import torch
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss term is NaN or infinite; names the term and the step."""
-
-    def __init__(self, term: str, step: int, value: float):
-        super().__init__(f"non-finite {term} = {value} at step {step}")
-        self.term = term
-        self.step = step
-        self.value = value
-
-
-def check_finite(metrics: Mapping[str, float | torch.Tensor], step: int) -> None:
-    """Raise if any metric is NaN or +-inf, so a diverged run stops at once.
-
-    Args:
-        metrics: Name -> scalar (float or 0-d tensor), e.g. a train step's output.
-        step: The step the metrics come from, for the message.
-
-    Raises:
-        NonFiniteLossError: For the first non-finite term, naming it and ``step``.
-    """
-    for term, value in metrics.items():
-        v = float(value)
-        if not math.isfinite(v):
-            raise NonFiniteLossError(term, step, v)
 
 
 def mean_pairwise_l2(images: np.ndarray, *, max_images: int = 512) -> float:

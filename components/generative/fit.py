@@ -8,7 +8,7 @@ are the ``TorchTrainer`` entry points that decode the images and wire a
 :class:`RaySession` to them.
 
 Every epoch: train on this rank's shard (``DistributedSampler`` when
-distributed), checking every step's losses (:func:`check_finite`: a NaN or an
+distributed), checking every step's losses (:func:`components.train.guard.guard`: a NaN or an
 infinity stops the run with :class:`TrainingDivergedError`, before anything is
 reported, so the last good checkpoint stays the last one); then rank 0
 evaluates (VAE: validation ELBO terms, and the IWAE bound at the last epoch)
@@ -37,8 +37,6 @@ from components.generative.common import unwrap
 from components.generative.config import GANConfig, GANTrainConfig, VAEConfig, VAETrainConfig
 from components.generative.data import ImageTensorDataset, load_images
 from components.generative.diagnostics import (
-    NonFiniteLossError,
-    check_finite,
     colour_distance,
     sample_diversity,
 )
@@ -46,29 +44,22 @@ from components.generative.ema import EMA, recalibrate_batchnorm
 from components.generative.models import MODELS, build_gan, build_vae
 from components.generative.sampling import sample
 from components.generative.steps import gan_train_step, make_gan_optimizers, vae_eval_step, vae_train_step
-from components.train.session import RaySession, Session, autocast, derive_seed, maybe_inject_failure
+from components.train.guard import TrainingDivergedError, guard
+from components.train.session import (
+    RaySession,
+    Session,
+    amp_dtype,
+    autocast,
+    derive_seed,
+    maybe_inject_failure,
+)
 
 PROGRESS_SAMPLES = 8  # fixed-noise samples kept per epoch: one row of the progress grid
-
-
-class TrainingDivergedError(FloatingPointError):
-    """A loss went NaN or infinite; the message says where and which checkpoint is the last good one."""
 
 
 # ---------------------------------------------------------------------------
 # helpers shared by both loops
 # ---------------------------------------------------------------------------
-
-
-def _guard(metrics: dict[str, float], *, step: int, epoch: int, last_good_epoch: int) -> None:
-    """:func:`check_finite`, re-raised with the epoch and the last good checkpoint."""
-    try:
-        check_finite(metrics, step)
-    except NonFiniteLossError as err:
-        kept = f"epoch {last_good_epoch}" if last_good_epoch >= 0 else "none (no epoch completed)"
-        raise TrainingDivergedError(
-            f"{err} (epoch {epoch}): training stopped; last good checkpoint: {kept}"
-        ) from None
 
 
 class _Epochs:
@@ -197,9 +188,9 @@ def fit_vae(
         epoch_start_time, start = time.time(), time.perf_counter()
         sums, seen, steps = {}, 0, 0
         for batch in train(epoch, device):
-            with autocast(device, cfg.amp):
+            with autocast(device, amp_dtype(device, cfg.amp)):
                 out = vae_train_step(model, batch, optimizer, generator=noise, grad_clip=cfg.grad_clip or None)
-            _guard(out, step=state["step"], epoch=epoch, last_good_epoch=state["epoch"])
+            guard(out, step=state["step"], epoch=epoch, last_good_epoch=state["epoch"])
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + v * batch.shape[0]
             seen += batch.shape[0]
@@ -221,7 +212,7 @@ def fit_vae(
             last = epoch == cfg.epochs - 1
             val = evaluate_vae(model, val_images, batch_size=max(cfg.batch_size, 64),
                                iw_samples=cfg.iw_samples if last else 0, seed=cfg.seed)
-            _guard(val, step=state["step"], epoch=epoch, last_good_epoch=state["epoch"])
+            guard(val, step=state["step"], epoch=epoch, last_good_epoch=state["epoch"])
             metrics.update({f"val_{k}": v for k, v in val.items() if k not in ("loss", "gaussian_std")})
             diagnostics, row = _sample_diagnostics(unwrap(model), real, cfg)
             metrics.update(diagnostics)
@@ -306,11 +297,11 @@ def fit_gan(
         sums = {"d_loss": 0.0, "gp": 0.0, "d_real": 0.0, "d_fake": 0.0}
         g_loss, g_steps, seen, steps = 0.0, 0, 0, 0
         for batch in train(epoch, device):
-            with autocast(device, cfg.amp):
+            with autocast(device, amp_dtype(device, cfg.amp)):
                 out = gan_train_step(G, D, batch, opt_g, opt_d, loss=model_cfg.loss, n_critic=model_cfg.n_critic,
                                      gp_weight=model_cfg.gp_weight, ema=ema, step=state["step"],
                                      generator=noise, augment=augment)
-            _guard(out, step=state["step"], epoch=epoch, last_good_epoch=state["epoch"])
+            guard(out, step=state["step"], epoch=epoch, last_good_epoch=state["epoch"])
             for k in sums:
                 sums[k] += out[k]
             if "g_loss" in out:
@@ -382,5 +373,5 @@ def grid_rows(progress: Tensor) -> np.ndarray:
     return progress.reshape(-1, *progress.shape[2:]).numpy()
 
 
-__all__ = ["TrainingDivergedError", "evaluate_vae", "fit_vae", "fit_gan",
+__all__ = ["evaluate_vae", "fit_vae", "fit_gan",
            "train_loop_per_worker_vae", "train_loop_per_worker_gan", "grid_rows"]

@@ -6,7 +6,7 @@ these once per batch. Models may be ``DistributedDataParallel``-wrapped: the
 steps only call their ``forward`` and read attributes through :func:`unwrap`.
 
 Every step returns plain floats (one device sync per step), ready for
-``check_finite`` and ``ray.train.report``; they are batch means, so weight by
+the divergence guard (:mod:`components.train.guard`) and ``ray.train.report``; they are batch means, so weight by
 batch size when averaging over an epoch.
 """
 

@@ -19,7 +19,7 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -198,14 +198,16 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-@contextlib.contextmanager
-def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
-    """bf16 autocast on CUDA when ``enabled``; a no-op on CPU."""
-    if enabled and device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            yield
-    else:
-        yield
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast dtype of a loop's ``amp`` param: bf16 on CUDA; None (float32) on CPU or when off."""
+    return torch.bfloat16 if amp and device.type == "cuda" else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on ``device`` at ``dtype``; a no-op for None (every loop's one autocast)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class InjectedFailure(RuntimeError):

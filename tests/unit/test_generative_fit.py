@@ -15,15 +15,10 @@ from components.config import ConfigError
 from components.data.synthetic import render_scene, sample_scene
 from components.generative.config import GANConfig, GANTrainConfig, VAEConfig, VAETrainConfig
 from components.generative.diagnostics import colour_histogram, histogram_distance
-from components.generative.fit import (
-    PROGRESS_SAMPLES,
-    TrainingDivergedError,
-    evaluate_vae,
-    fit_gan,
-    fit_vae,
-)
+from components.generative.fit import PROGRESS_SAMPLES, evaluate_vae, fit_gan, fit_vae
 from components.generative.models import build_vae
 from components.generative.sampling import reconstructions, sample
+from components.train.guard import TrainingDivergedError
 from components.train.session import LocalSession
 
 SIZE = 16
