@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from components import families
 from pipelines import config
 
-# stage name -> module with a `main(argv)`; imported lazily so `capsynth --help` is fast
-STAGES = {"prepare": "pipelines.prepare", "features": "pipelines.features",
-          "train_captioner": "pipelines.train_captioner",
-          "train_vae": "pipelines.train_vae", "train_gan": "pipelines.train_gan",
-          "evaluate": "pipelines.evaluate", "register": "pipelines.register"}
+# stage name -> (module with a `main(argv)`, leading args); imported lazily so `capsynth --help` is fast
+STAGES = {"prepare": ("pipelines.prepare", []), "features": ("pipelines.features", []),
+          **{f"train_{name}": ("pipelines.train", ["--family", name]) for name in families.names()},
+          "evaluate": ("pipelines.evaluate", []), "register": ("pipelines.register", [])}
 # other commands with their own argument parser, dispatched the same way
 TOOLS = {"sample": ("pipelines.sample", "draw images from a VAE/GAN: sample --model DIR -n 64 --seed S OUT.png"),
          "caption": ("pipelines.caption", "caption image files: caption IMAGE... --model DIR|models:/NAME@ALIAS --beam-size K"),
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     if argv and (argv[0] in STAGES or argv[0] in TOOLS):
         import importlib
 
-        module = STAGES[argv[0]] if argv[0] in STAGES else TOOLS[argv[0]][0]
-        importlib.import_module(module).main(argv[1:])
+        module, lead = STAGES[argv[0]] if argv[0] in STAGES else (TOOLS[argv[0]][0], [])
+        importlib.import_module(module).main([*lead, *argv[1:]])
         return
     parser = argparse.ArgumentParser(prog="capsynth", description="capsynth pipeline tools")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

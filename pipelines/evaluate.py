@@ -37,6 +37,7 @@ from components import tracking
 from components.config import flatten, to_dict
 from components.data.synthetic import read_scenes
 from components.generative.data import load_images
+from components.generative.family import image_splits
 from components.generative.fit import evaluate_vae
 from components.generative.io import load_generator
 from components.generative.sampling import sample
@@ -45,7 +46,6 @@ from components.metrics.captions import coco_scores
 from components.metrics.generative import FeatureNetwork, feature_network, generative_scores
 from components.metrics.semantic import scene_accuracy
 from components.report import Section, caption_row, figure, metrics_table, render_page
-from pipelines import generative_stage
 from pipelines.common import stage_main
 from pipelines.config import EvaluateConfig, load_params
 
@@ -96,7 +96,7 @@ def caption_metrics(cfg: EvaluateConfig, predictions: dict[int, str], references
 
 def real_images(prepared: Path, split: str, size: int) -> np.ndarray:
     """uint8 ``(N, size, size, 3)``: every image of ``split``."""
-    paths = generative_stage.image_splits(prepared)
+    paths = image_splits(prepared)
     if not paths.get(split):
         raise FileNotFoundError(f"{prepared / 'images.parquet'} has no '{split}' images (evaluate.split)")
     return load_images(paths[split], size=size, num_workers=2).permute(0, 2, 3, 1).numpy()

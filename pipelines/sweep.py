@@ -4,8 +4,8 @@
         --prepared data/prepared --features data/features \
         --storage ray_results --out reports/sweep_captioner.json
 
-Each trial trains the stage's own ``TorchTrainer`` (``build_trainer`` of the
-stage module, so scaling, storage and failure handling are the stage's), with
+Each trial trains the stage's own ``TorchTrainer`` (``pipelines.train.build_trainer``
+with the family's spec, so scaling, storage and failure handling are the stage's), with
 the stage's params changed at the keys of ``sweep.<family>.space``. Ray Train
 reports every epoch to Tune (``TuneReportCallback``); the ASHA scheduler stops
 poor trials at its rungs. Trials run as many at once as the cluster holds with
@@ -31,21 +31,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from components import tracking
+from components import families, tracking
 from components.config import ConfigError, build, flatten, to_dict
-from components.generative.fit import train_loop_per_worker_gan, train_loop_per_worker_vae
 from components.io import atomic_file, write_json
 from components.ray_adapter import cluster_resources, init_ray
 from components.train.tune import TRIAL_CPU, TuneSpec, run_trials
-from pipelines import generative_stage, train_captioner
+from pipelines import train
 from pipelines.common import StageFailed, stage_main
 from pipelines.config import SearchDim, SweepFamilyConfig, load_params, set_arg
 
 log = logging.getLogger("sweep")
-
-# family -> its training stage's params group
-GROUPS = {"captioner": "train_captioner", "vae": "train_vae", "gan": "train_gan"}
-
 
 @dataclasses.dataclass(frozen=True)
 class SweepJob:
@@ -102,33 +97,37 @@ def trials_at_once(sweep: SweepFamilyConfig, base: Any, resources: dict[str, flo
 
 def _trial_trainer(config: dict[str, Any], *, run_name: str, callbacks: list[Any], job: SweepJob) -> Any:
     """The trainer of one trial: the stage's config changed at the trial's keys, the stage's factory."""
-    cfg = apply_overrides(job.base, config, GROUPS[job.family])
+    cfg = apply_overrides(job.base, config, families.get(job.family).stage)
     return job.build_trainer(cfg, run_name=f"{job.family}-{run_name}", callbacks=callbacks)
 
 
-def make_job(family: str, base: Any, *, prepared: Path, features: Path, storage: Path) -> SweepJob:
-    """Bind the stage's ``build_trainer`` to the data (absolute paths: trials run elsewhere)."""
-    if family == "captioner":
-        build_fn = functools.partial(train_captioner.build_trainer, prepared=prepared.resolve(),
-                                     features=features.resolve(), storage=storage, logger=None)
-    else:
-        loop = train_loop_per_worker_vae if family == "vae" else train_loop_per_worker_gan
-        build_fn = functools.partial(generative_stage.build_trainer, loop,
-                                     paths=generative_stage.image_splits(prepared), storage=storage, logger=None)
+def make_job(family: str, base: Any, *, inputs: dict[str, Path], storage: Path) -> SweepJob:
+    """Bind the stage's ``build_trainer`` to the family and its data (absolute paths: trials run elsewhere)."""
+    build_fn = functools.partial(train.build_trainer, families.get(family),
+                                 inputs={name: path.resolve() for name, path in inputs.items()}, storage=storage,
+                                 logger=None)
     return SweepJob(family, base, build_fn)
 
 
-def run(family: str, *, params_file: str, prepared: Path, features: Path, storage: Path, out: Path) -> dict:
-    """Run the sweep; log the trials; write and return the summary with the best config."""
+def run(family: str, *, params_file: str, inputs: dict[str, Path], storage: Path, out: Path) -> dict:
+    """Run the sweep; log the trials; write and return the summary with the best config.
+
+    Args:
+        family: A registered model family (:mod:`components.families`).
+        params_file: ``params.yaml``: the family's stage params and ``sweep.<family>``.
+        inputs: The family's input folders by name (``prepared``, ``features``...).
+        storage: Where the sweep's folder goes (trial checkpoints, Tune's state).
+        out: The summary JSON.
+    """
     params = load_params(params_file)
-    group = GROUPS[family]
+    group = families.get(family).stage
     sweep, base = getattr(params.sweep, family), getattr(params, group)
     check_space(sweep.space, base, group)
     init_ray(dashboard=True)  # the State API cleans up after trials that ASHA stops (see init_ray)
     at_once = trials_at_once(sweep, base, cluster_resources())
     storage = storage.resolve()
     name = f"sweep-{family}-{time.strftime('%Y%m%d-%H%M%S')}"
-    job = make_job(family, base, prepared=prepared, features=features, storage=storage / name / "train")
+    job = make_job(family, base, inputs=inputs, storage=storage / name / "train")
     spec = TuneSpec(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples, at_once=at_once,
                     max_epochs=base.train.epochs, grace_period=sweep.grace_period,
                     reduction_factor=sweep.reduction_factor, seed=sweep.seed, name=name, storage_path=str(storage))
@@ -188,16 +187,17 @@ def _log_trial(sweep_run: str, outcome: dict[str, Any], sweep: SweepFamilyConfig
 @stage_main("sweep")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="capsynth sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("family", choices=sorted(GROUPS))
+    parser.add_argument("family", choices=families.names())
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--features", type=Path, default=Path("data/features"))
     parser.add_argument("--storage", type=Path, default=Path("ray_results"))
     parser.add_argument("--out", type=Path, help="summary JSON (default: reports/sweep_<family>.json)")
+    known, _ = parser.parse_known_args(argv)
+    for name, default in families.get(known.family).inputs.items():  # the family's input folders
+        parser.add_argument(f"--{name}", type=Path, default=Path(default), help=f"default: {default}")
     args = parser.parse_args(argv)
     out = args.out or Path(f"reports/sweep_{args.family}.json")
-    summary = run(args.family, params_file=args.params, prepared=args.prepared, features=args.features,
-                  storage=args.storage, out=out)
+    inputs = {name: getattr(args, name) for name in families.get(args.family).inputs}
+    summary = run(args.family, params_file=args.params, inputs=inputs, storage=args.storage, out=out)
     print(f"best {summary['metric']} = {summary['best_value']:.4g} ({summary['best_trial']}); run it with:")
     print("dvc exp run " + " ".join(f"-S {arg}" for arg in summary["set_args"]))
     print(f"wrote {out} and {out.with_suffix('.txt')}", file=sys.stderr)

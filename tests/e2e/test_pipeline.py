@@ -19,8 +19,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from components.features.store import load_features
+from components.train.family import WALL_CLOCK_SUFFIXES
 from pipelines.config import write_profile_params
-from pipelines.generative_stage import WALL_CLOCK_SUFFIXES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -32,10 +32,10 @@ import ddp_checks  # noqa: E402  (beside this file)
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from components import tracking  # noqa: E402
+from components import families, tracking  # noqa: E402
 from components.train.ray_trainer import fit  # noqa: E402
 from pipelines import features as features_stage  # noqa: E402
-from pipelines import generative_stage, prepare, train_captioner  # noqa: E402
+from pipelines import prepare, train  # noqa: E402
 from pipelines.config import load_params  # noqa: E402
 
 
@@ -56,17 +56,15 @@ def train(family: str, work: Path) -> dict:
         features = work / "data" / "features"
         features_stage.run(params.features, prepared, features, progress=False)
         cfg = two_workers(params.train_captioner, epochs=3, early_stopping_patience=0)
-        trainer = train_captioner.build_trainer(cfg, prepared=prepared, features=features,
-                                                storage=work / "ray_results", run_name="multinode", logger=None,
-                                                on_step=ddp_checks.captioner_ranks_in_sync)
+        trainer = train.build_trainer(families.get("captioner"), cfg,
+                                      inputs={"prepared": prepared, "features": features},
+                                      storage=work / "ray_results", run_name="multinode", logger=None,
+                                      on_step=ddp_checks.captioner_ranks_in_sync)
     else:
-        from components.generative.fit import train_loop_per_worker_gan
-
         cfg = two_workers(params.train_gan, epochs=3, batch_size=8)
-        trainer = generative_stage.build_trainer(train_loop_per_worker_gan, cfg,
-                                                 paths=generative_stage.image_splits(prepared),
-                                                 storage=work / "ray_results", run_name="multinode", logger=None,
-                                                 on_step=ddp_checks.gan_ranks_in_sync)
+        trainer = train.build_trainer(families.get("gan"), cfg, inputs={"prepared": prepared},
+                                      storage=work / "ray_results", run_name="multinode", logger=None,
+                                      on_step=ddp_checks.gan_ranks_in_sync)
     state = fit(trainer)
     return {"history": state["history"], "nodes": len([n for n in ray.nodes() if n["Alive"]])}
 
@@ -92,8 +90,6 @@ def train_through_a_node_kill(work: Path, cluster: Cluster) -> dict:
     """The GAN on 2 of 3 nodes; a worker's node is SIGKILLed once MLflow has epoch 1."""
     from mlflow import MlflowClient
 
-    from components.generative.fit import train_loop_per_worker_gan
-
     params = load_params(REPO / "params.yaml", profile="smoke")
     prepared = work / "data" / "prepared"
     prepare.run(params.prepare, prepared, work / "reports" / "prepare.json", progress=False)
@@ -101,9 +97,8 @@ def train_through_a_node_kill(work: Path, cluster: Cluster) -> dict:
     run_id = client.create_run(client.create_experiment("node-kill")).info.run_id
     logger = tracking.RunLogger(run_id, tracking.tracking_uri())
     cfg = two_workers(params.train_gan, max_failures=1, epochs=5, batch_size=8)
-    trainer = generative_stage.build_trainer(train_loop_per_worker_gan, cfg,
-                                             paths=generative_stage.image_splits(prepared),
-                                             storage=work / "ray_results", run_name="node-kill", logger=logger)
+    trainer = train.build_trainer(families.get("gan"), cfg, inputs={"prepared": prepared},
+                                  storage=work / "ray_results", run_name="node-kill", logger=logger)
     killed: list[float] = []
 
     def kill_when_epoch_1_is_logged() -> None:

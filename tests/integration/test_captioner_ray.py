@@ -11,6 +11,7 @@ import ddp_checks
 import mlflow_checks
 import pytest
 
+from components import families
 from components.captioning.inference import caption_images
 from components.captioning.io import load_model_dir
 from components.train.ray_trainer import ScalingSpec, fit, make_trainer
@@ -18,7 +19,7 @@ from components.captioning.fit import train_loop_per_worker
 from pipelines import caption as caption_cli
 from pipelines import features as features_stage
 from pipelines import prepare
-from pipelines import train_captioner as stage
+from pipelines import train as stage
 from pipelines.config import load_params
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,9 +55,11 @@ def _loop_config(work: Path, cfg) -> dict:
 
 def test_stage_writes_model_predictions_metrics_and_curves(in_smoke, capsys):
     work, cfg = in_smoke
-    metrics = stage.run(cfg, prepared=Path("data/prepared"), features=Path("data/features"),
-                        out=Path("models/captioner"), predictions_dir=Path("data/predictions/captioner"),
-                        metrics_path=Path("metrics/train_captioner.json"), plots_path=Path("plots/captioner.csv"),
+    metrics = stage.run(families.get("captioner"), cfg,
+                        inputs={"prepared": Path("data/prepared"), "features": Path("data/features")},
+                        outputs={"model": Path("models/captioner"), "predictions": Path("data/predictions/captioner"),
+                                 "metrics": Path("metrics/train_captioner.json"),
+                                 "plots": Path("plots/captioner.csv")},
                         storage=Path("ray_results"))
     saved = json.loads(Path("metrics/train_captioner.json").read_text())
     assert saved == metrics

@@ -1,6 +1,6 @@
 """The driver of a training stage is SIGKILLed mid-run, then the same command is run again.
 
-The stage (``python -m pipelines.train_vae`` on the smoke data, 6 epochs) runs
+The stage (``python -m pipelines.train --family vae`` on the smoke data, 6 epochs) runs
 in a session of its own; once MLflow has its epoch 1, the whole process group
 (driver, the local Ray it started, the workers) gets SIGKILL, as on a crashed
 or pre-empted machine. The rerun must resume the Ray run from its last
@@ -33,8 +33,8 @@ EPOCHS = 6
 
 
 def _stage(work: Path, out: str, storage: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.train_vae", "--params", "params.yaml", "--prepared", "data/prepared",
-            "--out", f"{out}/model", "--reports", f"{out}/reports", "--metrics", f"{out}/metrics.json",
+    return [sys.executable, "-m", "pipelines.train", "--family", "vae", "--params", "params.yaml",
+            "--prepared", "data/prepared", "--model", f"{out}/model", "--reports", f"{out}/reports", "--metrics", f"{out}/metrics.json",
             "--plots", f"{out}/curves.csv", "--storage", storage]
 
 

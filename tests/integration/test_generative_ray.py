@@ -23,7 +23,9 @@ from PIL import Image
 from components.generative.fit import train_loop_per_worker_gan, train_loop_per_worker_vae
 from components.generative.io import load_generator, load_model_dir
 from components.train.ray_trainer import ScalingSpec, TrainingFailed, fit, make_trainer
-from pipelines import generative_stage, sample, train_gan, train_vae
+from components import families
+from components.generative.family import image_splits
+from pipelines import sample, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,9 +47,14 @@ def in_smoke(smoke, monkeypatch, tmp_path):
 
 
 def _outputs(tmp_path: Path, name: str) -> dict[str, Path]:
-    return {"out": tmp_path / "models" / name, "reports": tmp_path / "reports" / name,
-            "metrics_path": tmp_path / "metrics" / f"{name}.json", "plots_path": tmp_path / "plots" / f"{name}.csv",
-            "storage": tmp_path / "ray_results"}
+    return {"model": tmp_path / "models" / name, "reports": tmp_path / "reports" / name,
+            "metrics": tmp_path / "metrics" / f"{name}.json", "plots": tmp_path / "plots" / f"{name}.csv"}
+
+
+def _train(name: str, cfg, tmp_path: Path, paths: dict[str, Path]) -> dict:
+    """``python -m pipelines.train --family <name>`` on the smoke data, in this process."""
+    return train.run(families.get(name), cfg, inputs={"prepared": Path("data/prepared")}, outputs=paths,
+                     storage=tmp_path / "ray_results", params_file=str(REPO / "params.yaml"))
 
 
 def _check_common_outputs(paths: dict[str, Path], pngs: set[str], epochs: int, size: int) -> dict:
@@ -55,17 +62,17 @@ def _check_common_outputs(paths: dict[str, Path], pngs: set[str], epochs: int, s
     for name in pngs:
         with Image.open(paths["reports"] / name) as img:
             assert img.mode == "RGB" and img.width > size
-    rows = paths["plots_path"].read_text().splitlines()
+    rows = paths["plots"].read_text().splitlines()
     assert rows[0].startswith("epoch,") and len(rows) == 1 + epochs
     # nothing half-written left beside the outputs
-    assert not [p for p in paths["out"].parent.iterdir() if p.name.startswith(".")]
-    return json.loads(paths["metrics_path"].read_text())
+    assert not [p for p in paths["model"].parent.iterdir() if p.name.startswith(".")]
+    return json.loads(paths["metrics"].read_text())
 
 
 def test_train_vae_stage_writes_a_model_that_rebuilds_alone_and_samples(in_smoke, ray_session, tmp_path):
     cfg = in_smoke.train_vae
     paths = _outputs(tmp_path, "vae")
-    metrics = train_vae.run(cfg, prepared=Path("data/prepared"), params_file=str(REPO / "params.yaml"), **paths)
+    metrics = _train("vae", cfg, tmp_path, paths)
     got = _check_common_outputs(paths, {"samples.png", "reconstructions.png", "interpolations.png",
                                         "progress.png"}, cfg.train.epochs, cfg.model.image_size)
     assert got == json.loads(json.dumps(metrics))
@@ -75,13 +82,13 @@ def test_train_vae_stage_writes_a_model_that_rebuilds_alone_and_samples(in_smoke
     assert got["test_elbo"] > got["test_elbo_at_init"]
     assert got["epochs_run"] == cfg.train.epochs
 
-    loaded = load_model_dir(paths["out"])
+    loaded = load_model_dir(paths["model"])
     assert loaded.kind == "vae" and loaded.cfg == cfg.model and set(loaded.parts) == {"vae"}
 
     # the CLI: same seed, same picture; another seed, another one
     outs = [tmp_path / f"s{i}.png" for i in range(3)]
     for out, seed in zip(outs, (1, 1, 2)):
-        sample.main(["--model", str(paths["out"]), "-n", "9", "--seed", str(seed), str(out)])
+        sample.main(["--model", str(paths["model"]), "-n", "9", "--seed", str(seed), str(out)])
     assert outs[0].read_bytes() == outs[1].read_bytes() != outs[2].read_bytes()
     with Image.open(outs[0]) as img:  # 3 x 3 images of 16 px with 2 px padding
         assert img.size == (3 * 16 + 4 * 2, 3 * 16 + 4 * 2)
@@ -90,14 +97,14 @@ def test_train_vae_stage_writes_a_model_that_rebuilds_alone_and_samples(in_smoke
 def test_train_gan_stage_writes_generator_ema_and_diagnostics(in_smoke, ray_session, tmp_path):
     cfg = in_smoke.train_gan
     paths = _outputs(tmp_path, "gan")
-    train_gan.run(cfg, prepared=Path("data/prepared"), params_file=str(REPO / "params.yaml"), **paths)
+    _train("gan", cfg, tmp_path, paths)
     got = _check_common_outputs(paths, {"samples.png", "interpolations.png", "progress.png"}, cfg.train.epochs,
                                 cfg.model.image_size)
     for key in ("sample_diversity", "colour_hist_distance", "colour_hist_distance_real", "d_loss", "g_loss"):
         assert np.isfinite(got[key]), key
-    loaded = load_model_dir(paths["out"])
+    loaded = load_model_dir(paths["model"])
     assert set(loaded.parts) == {"generator", "generator_ema", "discriminator"}
-    sampler, model_cfg = load_generator(paths["out"])
+    sampler, model_cfg = load_generator(paths["model"])
     assert model_cfg == cfg.model
     assert all(torch.equal(a, b) for a, b in zip(sampler.state_dict().values(),
                                                  loaded.parts["generator_ema"].state_dict().values()))
@@ -118,7 +125,7 @@ def _trainer(in_smoke, kind: str, storage: Path, run_name: str, *, num_workers: 
     ddp_checks.send_by_value()
     crash_hooks.send_by_value()
     cfg = in_smoke.train_vae if kind == "vae" else in_smoke.train_gan
-    paths = generative_stage.image_splits(Path("data/prepared"))
+    paths = image_splits(Path("data/prepared"))
     config = {"paths": {"train": paths["train"], "val": paths["val"]}, "model": cfg.model,
               "train": dataclasses.replace(cfg.train, **train_overrides), "on_step": on_step}
     loop = train_loop_per_worker_vae if kind == "vae" else train_loop_per_worker_gan
@@ -176,5 +183,5 @@ def test_resume_continues_from_the_last_checkpoint_then_a_nan_stops_it(in_smoke,
 
     with pytest.raises(TrainingFailed, match=r"non-finite .* at step 7 \(epoch 2\).*last good checkpoint: epoch 1"):
         fit(_trainer(in_smoke, "gan", tmp_path, "resume", epochs=4, on_step=_poison_discriminator))
-    kept = generative_stage.last_checkpoint(tmp_path, "resume")
+    kept = train.last_checkpoint(tmp_path, "resume")
     assert kept is not None and kept.name == "epoch-0001"

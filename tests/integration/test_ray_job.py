@@ -136,8 +136,8 @@ def test_submitted_smoke_stages_succeed_and_log_to_mlflow(ray_head, tmp_path):
     entrypoint = (
         f"python -m pipelines.prepare --params {params} --out {out['data']}/prepared"
         f" --report {out['reports']}/prepare.json"
-        f" && python -m pipelines.train_vae --params {params} --prepared {out['data']}/prepared"
-        f" --out {out['models']}/vae --reports {out['reports']}/vae --metrics {out['metrics']}/train_vae.json"
+        f" && python -m pipelines.train --family vae --params {params} --prepared {out['data']}/prepared"
+        f" --model {out['models']}/vae --reports {out['reports']}/vae --metrics {out['metrics']}/train_vae.json"
         f" --plots {out['plots']}/vae.csv --storage {out['ray_results']}")
     job_id, _ = submit(address, runtime_env, entrypoint, env)
     status = ray_job(["status", "--address", address, job_id], env, 60)

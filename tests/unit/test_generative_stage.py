@@ -1,7 +1,8 @@
-"""The VAE/GAN stages' driver helpers and the ``capsynth sample`` command, without Ray."""
+"""The generic train stage's driver helpers, the VAE/GAN family helpers and ``capsynth sample``, without Ray."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -12,12 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
+from components import families
 from components.generative.config import GANConfig, VAEConfig
-from components.generative.fit import train_loop_per_worker_gan
+from components.generative.family import image_splits, interleave
 from components.generative.io import save_model_dir
 from components.generative.models import build_gan, build_vae
 from components.train.ray_trainer import TrainingFailed
-from pipelines import cli, generative_stage, sample
+from pipelines import cli, sample, train
 from pipelines.common import StageFailed, stage_main
 from pipelines.config import load_params
 
@@ -86,20 +88,22 @@ def test_sample_cli_reads_a_registered_model_by_alias(gan_dir, tmp_path, monkeyp
 def test_a_failed_run_names_the_error_and_the_kept_checkpoint(tmp_path, monkeypatch, repo_root):
     cfg = load_params(repo_root / "params.yaml", profile="smoke").train_gan
     message = "TrainingDivergedError: non-finite d_loss = nan at step 7 (epoch 2): training stopped"
-    monkeypatch.setattr(generative_stage, "make_trainer", lambda *a, **k: object())
+    monkeypatch.setattr(train, "make_trainer", lambda *a, **k: object())
 
     def failing_fit(trainer, **_):
         raise TrainingFailed(message)
 
-    monkeypatch.setattr(generative_stage, "fit", failing_fit)
-    kwargs = dict(paths={"train": [], "val": []}, data_version="x", storage=tmp_path, logger=None)
+    monkeypatch.setattr(train, "fit", failing_fit)
+    gan = families.get("gan")
+    run_name = train.run_name_of(gan, cfg, {"data_hash": "x"})
+    kwargs = dict(inputs={}, storage=tmp_path, run_name=run_name, logger=None)
+    no_data = dataclasses.replace(gan, loop_config=lambda cfg, inputs: {})  # no images to list
     with pytest.raises(StageFailed, match=r"\[no checkpoint on disk\]"):
-        generative_stage.train_on_ray("gan", train_loop_per_worker_gan, cfg, **kwargs)
-    run_name = generative_stage.run_name_of("gan", train_loop_per_worker_gan, cfg, "x")
+        train.train_on_ray(no_data, cfg, **kwargs)
     for epoch in (0, 1):
         (tmp_path / run_name / f"epoch-{epoch:04d}").mkdir(parents=True)
     with pytest.raises(StageFailed) as err:
-        generative_stage.train_on_ray("gan", train_loop_per_worker_gan, cfg, **kwargs)
+        train.train_on_ray(no_data, cfg, **kwargs)
     assert message in str(err.value)
     assert str(err.value).endswith(f"[last checkpoint on disk: {tmp_path / run_name / 'epoch-0001'}]")
 
@@ -120,18 +124,18 @@ def test_image_splits_makes_paths_absolute_and_needs_train_and_val(tmp_path, mon
     table = pa.table({"image_id": [1, 2, 3], "path": ["a.png", "/abs/b.png", "c.png"],
                       "split": ["train", "val", "test"]})
     pq.write_table(table, tmp_path / "images.parquet")
-    splits = generative_stage.image_splits(tmp_path)
+    splits = image_splits(tmp_path)
     assert splits == {"train": [str(tmp_path / "a.png")], "val": ["/abs/b.png"], "test": [str(tmp_path / "c.png")]}
     pq.write_table(table.slice(0, 1), tmp_path / "images.parquet")  # train only
     with pytest.raises(FileNotFoundError, match="no 'val' images"):
-        generative_stage.image_splits(tmp_path)
+        image_splits(tmp_path)
 
 
 def test_curves_and_interleave(tmp_path):
-    generative_stage.write_curves(tmp_path / "c.csv", [{"epoch": 0, "a": 0.5}, {"epoch": 1, "a": 1 / 3, "b": 2.0}],
-                                  ("epoch", "a", "b"))
+    train.write_curves(tmp_path / "c.csv", [{"epoch": 0, "a": 0.5}, {"epoch": 1, "a": 1 / 3, "b": 2.0}],
+                       ("epoch", "a", "b"))
     assert (tmp_path / "c.csv").read_text() == "epoch,a,b\n0,0.5,\n1,0.333333,2\n"
     a, b = np.zeros((16, 2, 2, 3), np.uint8), np.ones((16, 2, 2, 3), np.uint8)
-    rows = generative_stage.interleave(a, b, per_row=8)
+    rows = interleave(a, b, per_row=8)
     assert rows.shape == (32, 2, 2, 3)
     assert [int(rows[i].max()) for i in (0, 7, 8, 15, 16, 24)] == [0, 0, 1, 1, 0, 1]

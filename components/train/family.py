@@ -1,0 +1,118 @@
+"""What a model family tells the pipeline about its training: the spec the generic train stage runs.
+
+A family (the captioner, the VAE, the GAN, any later one) exports one
+:class:`Family`; :mod:`components.families` maps names to them. The training
+stage (``python -m pipelines.train --family NAME``), the sweep and the CLI
+read the spec and never branch on a family's name:
+
+1. the stage's config is the ``train_<name>`` group of ``params.yaml``, with
+   at least ``model``, ``train`` (``threads_per_worker``, ``epochs``) and
+   ``scaling``;
+2. ``data_version(inputs)`` hashes the input folders; with the loop's code and
+   the params it names the Ray run (:func:`~components.train.ray_trainer.stable_run_name`),
+   so only an identical run resumes;
+3. ``loop`` runs under ``TorchTrainer`` (or a ``LocalSession``) with
+   ``loop_config(cfg, inputs)``, reporting one state per epoch whose
+   ``history`` rows hold ``curve_keys``;
+4. ``export(cfg, state, trained)`` writes the model folder and the family's
+   other outputs (atomically) from the final state and returns the metrics,
+   which the stage writes, with the curves, and logs to MLflow.
+
+Nothing here imports Ray or MLflow: a spec is plain data and functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+# every training stage writes these besides what its family lists
+COMMON_OUTPUTS = ("model", "metrics", "plots")
+# a metric named so measures wall-clock time or speed: the only figures two runs of the same seed on one machine
+# may differ in; they stay out of model folders, whose bytes are the run's identity for DVC and the registry
+WALL_CLOCK_SUFFIXES = ("_seconds", "_per_s", "_start_time")
+
+
+def without_wall_clock(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` less its wall-clock figures (see :data:`WALL_CLOCK_SUFFIXES`)."""
+    return {k: v for k, v in metrics.items() if not k.endswith(WALL_CLOCK_SUFFIXES)}
+
+
+def steady_rate(history: Sequence[Mapping[str, float]], key: str) -> float:
+    """Mean of ``key`` (a per-epoch throughput) over the epochs after the first (all of them if only one)."""
+    rates = [row[key] for row in history]
+    rates = rates[1:] or rates
+    return float(sum(rates) / len(rates)) if rates else float("nan")
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """One finished training run, as ``Family.export`` gets it.
+
+    Attributes:
+        run_name: The Ray run (``<family>-<hash>``): its checkpoints' folder.
+        seconds: Wall-clock training time of this attempt (0 when it resumed a finished run).
+        data_version: ``Family.data_version`` of the inputs.
+        inputs: Input folders by name (``Family.inputs``).
+        outputs: Output paths by name (``COMMON_OUTPUTS`` and ``Family.outputs``).
+    """
+
+    run_name: str
+    seconds: float
+    data_version: Mapping[str, str]
+    inputs: Mapping[str, Path]
+    outputs: Mapping[str, Path]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One model family's training, for the generic train stage.
+
+    Attributes:
+        name: ``captioner``, ``vae``, ...: the stage is ``train_<name>`` (also its
+            ``params.yaml`` group), checkpoints go to ``<storage>/<name>-<hash>``.
+        loop: ``train_loop_per_worker(config)``, importable by Ray workers.
+        inputs: Input folders the stage reads, name -> default path
+            (``{"prepared": "data/prepared"}``); each is a ``--<name>`` option.
+        outputs: Outputs beside :data:`COMMON_OUTPUTS`, name -> default path
+            (``{"reports": "reports/vae"}``); ``COMMON_OUTPUTS`` defaults are
+            ``models/<name>``, ``metrics/train_<name>.json``, ``plots/<name>.csv``.
+        loop_config: ``(cfg, inputs) -> dict``: the picklable config every
+            worker's ``loop`` gets (absolute paths: workers run elsewhere).
+        data_version: ``inputs -> {name: short hash}``: part of the run's
+            identity, and MLflow tags.
+        export: ``(cfg, state, trained) -> metrics``: writes the model folder
+            and the family's outputs from the last checkpoint's state.
+        curve_keys: Columns of the per-epoch curves CSV, from the history rows.
+        tags: ``inputs -> {tag: value}``: the MLflow tags of the stage run;
+            None: the data version is the tags.
+    """
+
+    name: str
+    loop: Callable[[dict[str, Any]], None]
+    inputs: Mapping[str, str]
+    outputs: Mapping[str, str]
+    loop_config: Callable[[Any, Mapping[str, Path]], dict[str, Any]]
+    data_version: Callable[[Mapping[str, Path]], dict[str, str]]
+    export: Callable[[Any, dict[str, Any], Trained], dict[str, Any]]
+    curve_keys: tuple[str, ...]
+    tags: Callable[[Mapping[str, Path]], dict[str, str]] | None = None
+
+    @property
+    def stage(self) -> str:
+        """The training stage and its ``params.yaml`` group: ``train_<name>``."""
+        return f"train_{self.name}"
+
+    def run_tags(self, inputs: Mapping[str, Path], version: Mapping[str, str]) -> dict[str, str]:
+        """The stage run's MLflow tags (:attr:`tags`, else the data version)."""
+        return dict(self.tags(inputs)) if self.tags is not None else dict(version)
+
+    def default_outputs(self) -> dict[str, str]:
+        """Every output of the stage, name -> default path."""
+        return {"model": f"models/{self.name}", "metrics": f"metrics/train_{self.name}.json",
+                "plots": f"plots/{self.name}.csv", **self.outputs}
+
+
+__all__ = ["COMMON_OUTPUTS", "WALL_CLOCK_SUFFIXES", "Family", "Trained", "steady_rate", "without_wall_clock"]

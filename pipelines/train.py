@@ -1,0 +1,168 @@
+"""DVC stages ``train_<family>``: one training stage for every model family.
+
+    python -m pipelines.train --family vae --params params.yaml --prepared data/prepared \
+        --model models/vae --reports reports/vae --metrics metrics/train_vae.json \
+        --plots plots/vae.csv --storage ray_results
+
+The family (:mod:`components.families`) says what the stage reads (one
+``--<input>`` option per input folder), what it writes besides the model
+folder, metrics and curves (one ``--<output>`` option each), and how
+(:class:`components.train.family.Family`). The stage itself is the same for
+all: the ``train_<family>`` params group; the Ray run named by the loop's
+code, the params and the data version, so only an identical run resumes
+(after a crash, from its last checkpoint); the loop under Ray Train
+(``TorchTrainer``, DDP over ``scaling.num_workers``) inside the stage's
+MLflow run, which gets every epoch once; then the family's export of the
+final state, the metrics JSON and the curves CSV, all written atomically and
+logged to MLflow. A run that fails for good (a non-finite loss after its
+restarts) stops the stage with the error and where the last good checkpoint
+is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from components import families, tracking
+from components.config import flatten, to_dict
+from components.io import atomic_file, write_json
+from components.ray_adapter import init_ray
+from components.train.family import Family, Trained
+from components.train.ray_trainer import ScalingSpec, TrainingFailed, fit, make_trainer, stable_run_name
+from pipelines.common import StageFailed, stage_main
+from pipelines.config import load_params
+
+log = logging.getLogger("train")
+
+
+def run_name_of(family: Family, cfg: Any, version: Mapping[str, str]) -> str:
+    """The Ray run's identity: the loop's code, the model, train and scaling params, the data version."""
+    return stable_run_name(family.name, family.loop, to_dict(cfg.model), to_dict(cfg.train), to_dict(cfg.scaling),
+                           dict(version))
+
+
+def build_trainer(family: Family, cfg: Any, *, inputs: Mapping[str, Path], storage: Path, run_name: str,
+                  logger: Any, callbacks: Sequence[Any] = (), **hooks: Any):
+    """The family's ``TorchTrainer``: the stage and each sweep trial build it here.
+
+    ``hooks`` go into the loop config as they are (tests: ``on_step``).
+    """
+    return make_trainer(
+        family.loop,
+        {**family.loop_config(cfg, inputs), **hooks},
+        scaling=ScalingSpec.from_params(cfg.scaling, cfg.train.threads_per_worker),
+        run_name=run_name,
+        storage_path=str(storage),
+        callbacks=callbacks,
+        logger=logger,
+    )
+
+
+def last_checkpoint(storage: Path, run_name: str) -> Path | None:
+    """The newest checkpoint folder of a run (``<storage>/<run>/epoch-NNNN``), if any."""
+    found = sorted((storage / run_name).glob("epoch-*"))
+    return found[-1] if found else None
+
+
+def train_on_ray(family: Family, cfg: Any, *, inputs: Mapping[str, Path], storage: Path, run_name: str,
+                 logger: Any) -> tuple[dict[str, Any], float]:
+    """Run the family's loop under ``TorchTrainer``; return the final state and the seconds.
+
+    Raises:
+        StageFailed: the run failed for good (after its restarts); the message
+            has the worker's error (e.g. a non-finite loss) and where the last
+            good checkpoint is.
+    """
+    trainer = build_trainer(family, cfg, inputs=inputs, storage=storage, run_name=run_name, logger=logger)
+    start = time.perf_counter()
+    try:
+        state = fit(trainer, logger=logger)
+    except TrainingFailed as err:
+        kept = last_checkpoint(storage, run_name)
+        where = f"last checkpoint on disk: {kept}" if kept else "no checkpoint on disk"
+        raise StageFailed(f"{family.name} training failed: {err} [{where}]") from err
+    return state, time.perf_counter() - start
+
+
+def write_curves(path: Path, history: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
+    """Per-epoch curves as CSV, for ``dvc plots`` (a missing value is left empty)."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    with atomic_file(path) as f:
+        f.write(",".join(keys) + "\n")
+        for row in history:
+            f.write(",".join(cell(row.get(k)) for k in keys) + "\n")
+
+
+def run(family: Family, cfg: Any, *, inputs: Mapping[str, Path], outputs: Mapping[str, Path], storage: Path,
+        params_file: str = "params.yaml") -> dict[str, Any]:
+    """Train, then write the family's outputs, the metrics and the curves; return the metrics.
+
+    Args:
+        family: The model family.
+        cfg: Its ``train_<family>`` params group.
+        inputs: Input folders by name (every key of ``family.inputs``).
+        outputs: Output paths by name (every key of ``family.default_outputs()``).
+        storage: Ray Train's checkpoint folder (relative: from the project root).
+        params_file: The params file, hashed into the pipeline run.
+    """
+    version = family.data_version(inputs)
+    run_name = run_name_of(family, cfg, version)
+    init_ray()
+    with tracking.training_run(family.stage, ray_run=run_name, params=flatten(to_dict(cfg)),
+                               params_file=params_file, tags=family.run_tags(inputs, version)) as logger:
+        state, seconds = train_on_ray(family, cfg, inputs=inputs, storage=storage, run_name=run_name, logger=logger)
+        log.info("%s: trained %d epochs in %.0f s", family.name, len(state["history"]), seconds)
+        metrics = family.export(cfg, state, Trained(run_name, seconds, version, inputs, outputs))
+        write_json(outputs["metrics"], metrics)
+        write_curves(outputs["plots"], state["history"], family.curve_keys)
+        tracking.log_metrics({k: v for k, v in metrics.items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        tracking.log_artifacts(dict(outputs))
+    return metrics
+
+
+def parse_args(argv: list[str] | None) -> tuple[Family, argparse.Namespace]:
+    """``--family NAME`` first, then that family's options: params, inputs, outputs, storage."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--family", choices=families.names(), required=True)
+    known, rest = first.parse_known_args(argv)
+    family = families.get(known.family)
+    parser = argparse.ArgumentParser(prog=f"capsynth {family.stage}",
+                                     description=f"train the {family.name} (python -m pipelines.train --family "
+                                                 f"{family.name})")
+    parser.add_argument("--params", default="params.yaml")
+    for name, default in {**family.inputs, **family.default_outputs()}.items():
+        parser.add_argument(f"--{name}", type=Path, default=Path(default), help=f"default: {default}")
+    parser.add_argument("--storage", type=Path, default=Path("ray_results"), help="Ray Train checkpoints")
+    return family, parser.parse_args(rest)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    family, args = parse_args(argv)
+
+    @stage_main(family.stage)
+    def _main() -> None:
+        cfg = getattr(load_params(args.params), family.stage)
+        metrics = run(family, cfg, inputs={k: getattr(args, k) for k in family.inputs},
+                      outputs={k: getattr(args, k) for k in family.default_outputs()}, storage=args.storage,
+                      params_file=args.params)
+        log.info("%s: %s", family.stage, {k: round(v, 4) for k, v in metrics.items()
+                                          if isinstance(v, float) and not k.endswith("_seconds")})
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()

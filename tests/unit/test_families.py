@@ -1,0 +1,71 @@
+"""The family registry and the generic train stage's command line: every family, no per-family code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components import families
+from components.train.family import COMMON_OUTPUTS, Family, steady_rate, without_wall_clock
+from pipelines import cli, train
+from pipelines.config import load_params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", families.names())
+def test_every_family_is_a_spec_with_its_stage_and_params_group(name):
+    family = families.get(name)
+    assert isinstance(family, Family) and family.name == name and family.stage == f"train_{name}"
+    params = load_params(ROOT / "params.yaml", profile="smoke")
+    cfg = getattr(params, family.stage)  # the stage's params group exists, with what the stage reads
+    assert cfg.train.threads_per_worker >= 1 and cfg.scaling.num_workers >= 1
+    assert set(COMMON_OUTPUTS) <= set(family.default_outputs())
+    assert "epoch" in family.curve_keys
+    assert families.module_of(name) == family.export.__module__
+
+
+def test_an_unknown_family_names_the_known_ones():
+    with pytest.raises(KeyError, match="unknown model family 'diffusion' .*captioner, vae, gan"):
+        families.get("diffusion")
+
+
+def test_the_stage_options_come_from_the_family():
+    family, args = train.parse_args(["--family", "captioner", "--features", "f", "--predictions", "p"])
+    assert family is families.get("captioner")
+    assert (args.features, args.predictions, args.model) == (Path("f"), Path("p"), Path("models/captioner"))
+    family, args = train.parse_args(["--family", "vae"])
+    assert (args.prepared, args.reports, args.metrics) == (Path("data/prepared"), Path("reports/vae"),
+                                                           Path("metrics/train_vae.json"))
+    with pytest.raises(SystemExit):  # the VAE reads no features
+        train.parse_args(["--family", "vae", "--features", "f"])
+    with pytest.raises(SystemExit):
+        train.parse_args(["--family", "nope"])
+
+
+def test_the_cli_runs_each_family_stage_through_the_generic_stage(capsys):
+    for name in families.names():
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([f"train_{name}", "--help"])
+        assert exit_info.value.code == 0
+        assert f"usage: capsynth train_{name}" in capsys.readouterr().out
+
+
+def test_help_lists_every_stage_and_imports_no_torch():
+    code = ("import sys; from pipelines import cli\n"
+            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("NO-TORCH")
+    for stage in ("prepare", "features", *(f"train_{n}" for n in families.names()), "evaluate", "register"):
+        assert stage in out
+
+
+def test_summary_helpers():
+    assert without_wall_clock({"train_seconds": 1.0, "images_per_s": 2.0, "fid": 3.0}) == {"fid": 3.0}
+    history = [{"r": 10.0}, {"r": 20.0}, {"r": 40.0}]
+    assert steady_rate(history, "r") == 30.0  # the first epoch is warm-up
+    assert steady_rate(history[:1], "r") == 10.0
