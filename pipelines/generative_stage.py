@@ -22,6 +22,7 @@ from PIL import Image
 
 from components import tracking
 from components.config import flatten, to_dict
+from components.data.folders import PreparedDir
 from components.generative.data import load_images
 from components.io import atomic_file, short_sha256, write_json
 from components.train.ray_trainer import ScalingSpec, TrainingFailed, fit, make_trainer, stable_run_name
@@ -34,20 +35,21 @@ def image_splits(prepared: Path) -> dict[str, list[str]]:
     Relative paths in the table are relative to the working directory (as the
     ``prepare`` stage writes them), so the Ray workers get absolute ones.
     """
-    table = pq.read_table(prepared / "images.parquet", columns=["path", "split"]).to_pydict()
+    images = PreparedDir(prepared).images
+    table = pq.read_table(images, columns=["path", "split"]).to_pydict()
     splits: dict[str, list[str]] = {}
     for path, split in zip(table["path"], table["split"]):
         splits.setdefault(split, []).append(path if "://" in path else os.path.abspath(path))
     for needed in ("train", "val"):
         if not splits.get(needed):
-            raise FileNotFoundError(f"{prepared / 'images.parquet'} has no '{needed}' images "
+            raise FileNotFoundError(f"{images} has no '{needed}' images "
                                     f"(splits: {', '.join(sorted(splits)) or 'none'})")
     return splits
 
 
 def data_hash(prepared: Path) -> str:
     """Short hash of the images table: part of the run name and an MLflow tag."""
-    return short_sha256(prepared / "images.parquet")
+    return short_sha256(PreparedDir(prepared).images)
 
 
 def eval_images(splits: dict[str, list[str]], size: int, threads: int = 2) -> tuple[str, torch.Tensor]:

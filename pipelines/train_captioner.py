@@ -32,8 +32,9 @@ from components.captioning.fit import decode_split, train_loop_per_worker
 from components.captioning.io import save_model_dir
 from components.captioning.models import CaptionModelConfig, build_model
 from components.config import flatten, to_dict
+from components.data.folders import PreparedDir
 from components.data.synthetic import read_scenes
-from components.features.store import read_meta
+from components.features.store import FeaturesDir, read_meta
 from components.io import atomic_dir, atomic_file, short_sha256, write_json
 from components.metrics.captions import quick_scores
 from components.metrics.semantic import scene_accuracy
@@ -58,8 +59,8 @@ def write_curves(path: Path, history: list[dict]) -> None:
 def data_version(prepared: Path, features: Path) -> dict[str, str]:
     """Hashes of the inputs a run depends on: part of its run name and MLflow tags."""
     meta = read_meta(features)
-    return {"features": meta.get("weights_sha256", ""), "features_meta": short_sha256(features / "meta.json"),
-            "captions": short_sha256(prepared / "captions.parquet")}
+    return {"features": meta.get("weights_sha256", ""), "features_meta": short_sha256(FeaturesDir(features).meta),
+            "captions": short_sha256(PreparedDir(prepared).captions)}
 
 
 def build_trainer(cfg: TrainCaptionerConfig, *, prepared: Path, features: Path, storage: Path, run_name: str,
@@ -122,7 +123,7 @@ def run(cfg: TrainCaptionerConfig, *, prepared: Path, features: Path, out: Path,
 
         metrics: dict = {"best_epoch": state["best_epoch"], "epochs_run": len(state["history"]),
                          "train_seconds": round(train_seconds, 1), "beam_size": cfg.decode.beam_size}
-        scenes_file = prepared / "synthetic" / "scenes.parquet"
+        scenes_file = PreparedDir(prepared).scenes
         scenes = read_scenes(scenes_file) if scenes_file.exists() else None
         with atomic_dir(predictions_dir) as tmp:
             for split in ("val", "test"):
