@@ -35,6 +35,7 @@ from PIL import Image
 
 from components import tracking
 from components.config import flatten, to_dict
+from components.data.folders import PreparedDir
 from components.data.synthetic import read_scenes
 from components.generative.data import load_images
 from components.generative.family import image_splits
@@ -77,7 +78,7 @@ def read_predictions(path: Path) -> dict[int, str]:
 
 def read_references(prepared: Path, split: str) -> dict[int, list[str]]:
     """The split's reference captions from ``captions.parquet`` (as prepared), image id → captions."""
-    table = pq.read_table(prepared / "captions.parquet", columns=["image_id", "split", "caption"]).to_pydict()
+    table = pq.read_table(PreparedDir(prepared).captions, columns=["image_id", "split", "caption"]).to_pydict()
     refs: dict[int, list[str]] = {}
     for image_id, s, caption in zip(table["image_id"], table["split"], table["caption"]):
         if s == split:
@@ -89,7 +90,7 @@ def caption_metrics(cfg: EvaluateConfig, predictions: dict[int, str], references
                     prepared: Path) -> dict:
     """``metrics/captioner.json``: COCO metrics, and the semantic scores on synthetic data (else null)."""
     metrics = {"split": cfg.split, **coco_scores(predictions, references, spice=cfg.spice)}
-    scenes_file = prepared / "synthetic" / "scenes.parquet"
+    scenes_file = PreparedDir(prepared).scenes
     semantic = scene_accuracy(predictions, read_scenes(scenes_file)) if scenes_file.exists() else {}
     return {**metrics, **{k: semantic.get(k) for k in SEMANTIC_KEYS}}
 
@@ -98,7 +99,7 @@ def real_images(prepared: Path, split: str, size: int) -> np.ndarray:
     """uint8 ``(N, size, size, 3)``: every image of ``split``."""
     paths = image_splits(prepared)
     if not paths.get(split):
-        raise FileNotFoundError(f"{prepared / 'images.parquet'} has no '{split}' images (evaluate.split)")
+        raise FileNotFoundError(f"{PreparedDir(prepared).images} has no '{split}' images (evaluate.split)")
     return load_images(paths[split], size=size, num_workers=2).permute(0, 2, 3, 1).numpy()
 
 
@@ -128,11 +129,11 @@ def caption_section(cfg: EvaluateConfig, prepared: Path, predictions_dir: Path, 
                     references: dict[int, list[str]]) -> Section:
     """The first ``cfg.report_images`` images of the split with caption, references, attention, semantic check."""
     shown = sorted(predictions)[: cfg.report_images]
-    table = pq.read_table(prepared / "images.parquet", columns=["image_id", "path"]).to_pydict()
+    table = pq.read_table(PreparedDir(prepared).images, columns=["image_id", "path"]).to_pydict()
     paths = dict(zip(table["image_id"], table["path"]))
     attention_file = predictions_dir / f"{cfg.split}_attention.npz"
     attention = np.load(attention_file) if attention_file.exists() else None
-    scenes_file = prepared / "synthetic" / "scenes.parquet"
+    scenes_file = PreparedDir(prepared).scenes
     scenes = read_scenes(scenes_file) if scenes_file.exists() else None
     rows = []
     for image_id in shown:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from components import tracking
 from components.config import ConfigError, flatten, to_dict
+from components.data.folders import PreparedDir
 from components.features.extract import extract_features
+from components.features.store import FeaturesDir
 from components.features.weights import WeightsError, check_available
 from components.io import atomic_dir, short_sha256
 from components.ray_adapter import init_ray
@@ -29,7 +31,7 @@ log = logging.getLogger("features")
 
 def run(cfg: FeaturesConfig, prepared: Path, out: Path, *, progress: bool = True) -> dict:
     """Run the stage; return ``meta.json``'s content. ``out`` is replaced atomically."""
-    images = prepared / "images.parquet"
+    images = PreparedDir(prepared).images
     if not images.is_file():
         raise FileNotFoundError(f"{images} not found: run the prepare stage first")
     try:
@@ -53,11 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     with tracking.stage_run("features", params=flatten(to_dict(cfg)), params_file=args.params,
                             tags={"backbone": cfg.backbone}):
         meta = run(cfg, args.prepared, args.out, progress=not args.no_progress)
-        tracking.set_tags({"data_hash": short_sha256(args.prepared / "images.parquet"),
-                           "features_hash": short_sha256(args.out / "meta.json"),
+        tracking.set_tags({"data_hash": short_sha256(PreparedDir(args.prepared).images),
+                           "features_hash": short_sha256(FeaturesDir(args.out).meta),
                            "backbone_weights_sha256": meta["weights_sha256"]})
         tracking.log_metrics({"num_images": meta["num_images"]})
-        tracking.log_artifacts({"features": args.out / "meta.json"})
+        tracking.log_artifacts({"features": FeaturesDir(args.out).meta})
     log.info("wrote %d images x (%d x %d grid + pooled) x %d channels, %s, to %s (weights %s, sha256 %s)",
              meta["num_images"], meta["grid_size"], meta["grid_size"], meta["channels"], meta["dtype"],
              args.out, meta["weights_source"], meta["weights_sha256"][:16])

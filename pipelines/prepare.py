@@ -17,6 +17,7 @@ from pathlib import Path
 
 from components import tracking
 from components.config import flatten, to_dict
+from components.data.folders import PreparedDir
 from components.data.loaders import load_dataset
 from components.data.prepare import prepare_dataset
 from components.data.schema import AnnotationSource
@@ -41,7 +42,7 @@ def run(cfg: PrepareConfig, out: Path, report_path: Path, *, progress: bool = Tr
         if cfg.dataset == "synthetic":
             s = cfg.synthetic
             files = write_synthetic_coco(
-                tmp / "synthetic",
+                PreparedDir(tmp).synthetic.root,
                 num_images=s.num_images,
                 image_size=s.image_size,
                 seed=cfg.seed,
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     with tracking.stage_run("prepare", params=flatten(to_dict(cfg)), params_file=args.params,
                             tags={"dataset": cfg.dataset}):
         report = run(cfg, args.out, args.report, progress=not args.no_progress)
-        tracking.set_tags({"data_hash": short_sha256(args.out / "images.parquet")})
+        tracking.set_tags({"data_hash": short_sha256(PreparedDir(args.out).images)})
         tracking.log_metrics({k: v for k, v in report["counts"].items() if isinstance(v, (int, float))})
         tracking.log_artifacts({"report": args.report})
     c = report["counts"]

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from components.data.folders import PreparedDir
 from components.data.synthetic import write_synthetic_coco
 from components.features.backbones import get_spec
 from components.features.decode import load_resized
@@ -144,12 +145,13 @@ def main(argv: list[str] | None = None) -> None:
         args.threads = max(1, (os.cpu_count() or 1) - args.decode_workers)
 
     work = Path(tempfile.mkdtemp(prefix="bench-features-"))
+    prepared = PreparedDir(work)  # a stand-in for prepare's folder: the dataset, and an images table of it
     try:
-        files = write_synthetic_coco(work / "synthetic", num_images=args.num_images, image_size=args.image_size,
-                                     seed=0, progress=False)
+        files = write_synthetic_coco(prepared.synthetic.root, num_images=args.num_images,
+                                     image_size=args.image_size, seed=0, progress=False)
         paths = sorted(str(p) for p in files["images_dir"].glob("*.png"))
         table = pa.table({"image_id": pa.array(np.arange(1, len(paths) + 1), pa.int64()), "path": paths})
-        images_parquet = work / "images.parquet"
+        images_parquet = prepared.images
         pq.write_table(table, images_parquet)
 
         size = get_spec(args.backbone).resolve_input_size(args.input_size)

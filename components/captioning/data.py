@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
+from components.data.folders import PreparedDir
 from components.data.text import Vocab
 from components.features.store import FeatureSet, load_features
 
@@ -53,11 +53,10 @@ def load_caption_data(features_dir: str | os.PathLike, prepared_dir: str | os.Pa
     Raises:
         KeyError: a captioned image has no features (the features are stale).
     """
-    prepared_dir = Path(prepared_dir)
+    prepared = PreparedDir(prepared_dir)
     features = load_features(features_dir)
-    vocab = Vocab.load(prepared_dir / "vocab.json")
-    table = pq.read_table(prepared_dir / "captions.parquet",
-                          columns=["image_id", "split", "caption", "token_ids"]).to_pydict()
+    vocab = Vocab.load(prepared.vocab)
+    table = pq.read_table(prepared.captions, columns=["image_id", "split", "caption", "token_ids"]).to_pydict()
     splits = {}
     for split in ("train", "val", "test"):
         idx = [i for i, s in enumerate(table["split"]) if s == split]

@@ -23,8 +23,9 @@ from components.captioning.data import load_caption_data
 from components.captioning.fit import decode_split, train_loop_per_worker
 from components.captioning.io import save_model_dir
 from components.captioning.models import CaptionModelConfig, build_model
+from components.data.folders import PreparedDir
 from components.data.synthetic import read_scenes
-from components.features.store import read_meta
+from components.features.store import FeaturesDir, read_meta
 from components.io import atomic_dir, short_sha256
 from components.metrics.captions import quick_scores
 from components.metrics.semantic import scene_accuracy
@@ -46,8 +47,8 @@ def data_version(inputs: Mapping[str, Path]) -> dict[str, str]:
     """Hashes of the features (their weights and record) and of the captions table."""
     features, prepared = inputs["features"], inputs["prepared"]
     return {"features": read_meta(features).get("weights_sha256", ""),
-            "features_meta": short_sha256(features / "meta.json"),
-            "captions": short_sha256(prepared / "captions.parquet")}
+            "features_meta": short_sha256(FeaturesDir(features).meta),
+            "captions": short_sha256(PreparedDir(prepared).captions)}
 
 
 def tags(inputs: Mapping[str, Path]) -> dict[str, str]:
@@ -72,7 +73,7 @@ def export(cfg: Any, state: dict[str, Any], trained: Trained) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {"best_epoch": state["best_epoch"], "epochs_run": len(state["history"]),
                                "train_seconds": round(trained.seconds, 1), "beam_size": cfg.decode.beam_size}
-    scenes_file = prepared / "synthetic" / "scenes.parquet"
+    scenes_file = PreparedDir(prepared).scenes
     scenes = read_scenes(scenes_file) if scenes_file.exists() else None
     with atomic_dir(trained.outputs["predictions"]) as tmp:
         for split in ("val", "test"):

@@ -35,7 +35,6 @@ import concurrent.futures
 import json
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -43,6 +42,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from components.data import text
+from components.data.folders import PreparedDir
 from components.data.images import BadImageError, ImageInfo, inspect_image
 from components.data.schema import (
     CAPTIONS_SCHEMA,
@@ -111,11 +111,11 @@ def prepare_dataset(
     store_path: Callable[[str], str] = lambda p: p,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Validate ``source`` and write ``images.parquet``, ``captions.parquet``, ``vocab.json``.
+    """Validate ``source`` and write the images and captions tables and the vocab (:class:`PreparedDir`).
 
     Args:
         source: What a loader returned.
-        out_dir: Existing folder to write into.
+        out_dir: Existing folder to write into (laid out as a :class:`PreparedDir`).
         on_bad_image: ``"skip"`` to skip and count missing, corrupt and
             outside-``images_dir`` images, ``"fail"`` to stop at the first,
             naming the file (and, outside the root, the annotation file,
@@ -136,7 +136,7 @@ def prepare_dataset(
     """
     if on_bad_image not in ("skip", "fail"):
         raise ValueError(f"on_bad_image must be 'skip' or 'fail', got {on_bad_image!r}")
-    out_dir = Path(out_dir)
+    prepared = PreparedDir(out_dir)
     skipped: list[Skip] = list(source.skipped)
     counts: collections.Counter[str] = collections.Counter(
         images_found=len(source.images), captions_found=len(source.captions)
@@ -219,9 +219,9 @@ def prepare_dataset(
             caption_rows["length"].append(len(ids))
             split_counts[img.split]["captions"] += 1
 
-    pq.write_table(pa.table(image_rows, schema=IMAGES_SCHEMA), out_dir / "images.parquet")
-    pq.write_table(pa.table(caption_rows, schema=CAPTIONS_SCHEMA), out_dir / "captions.parquet")
-    with open(out_dir / "vocab.json", "w") as f:
+    pq.write_table(pa.table(image_rows, schema=IMAGES_SCHEMA), prepared.images)
+    pq.write_table(pa.table(caption_rows, schema=CAPTIONS_SCHEMA), prepared.captions)
+    with open(prepared.vocab, "w") as f:
         json.dump(vocab.to_json(), f, indent=2)
         f.write("\n")
 

@@ -18,7 +18,8 @@ so the same seed gives byte-identical files, and an image does not depend on
 how many others are generated. Scenes are independent draws, so the splits are
 contiguous blocks of ids: train first, then val, then test.
 
-Files written by :func:`write_synthetic_coco` under ``out_dir``:
+Files written by :func:`write_synthetic_coco` under ``out_dir`` (named by
+:class:`~components.data.folders.SyntheticDir`):
 
 ``images/{image_id:06d}.png``
     RGB, ``image_size`` x ``image_size``, no metadata, fixed compression.
@@ -61,6 +62,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from components.data.folders import SyntheticDir
 from components.data.scene_language import (
     COLOURS,
     MAX_OBJECTS,
@@ -289,10 +291,10 @@ def write_synthetic_coco(
     sizes = _split_sizes(num_images, val_fraction, test_fraction)
     splits = [name for name, count in sizes.items() for _ in range(count)]  # split of image id k + 1
 
-    out = Path(out_dir)
-    images_dir, annotations_dir = out / "images", out / "annotations"
+    folder = SyntheticDir(out_dir)
+    images_dir = folder.images
     images_dir.mkdir(parents=True, exist_ok=True)
-    annotations_dir.mkdir(parents=True, exist_ok=True)
+    folder.annotations.mkdir(parents=True, exist_ok=True)
 
     coco = {name: {"images": [], "annotations": []} for name in sizes}
     rows: dict[str, list] = {field.name: [] for field in SCENES_SCHEMA}
@@ -338,10 +340,10 @@ def write_synthetic_coco(
                 "test_fraction": test_fraction,
             },
         }
-        files[split] = annotations_dir / f"captions_{split}.json"
+        files[split] = folder.captions(split)
         write_json(files[split], {"info": info, "licenses": [], **content})
 
-    files["scenes"] = out / "scenes.parquet"
+    files["scenes"] = folder.scenes
     pq.write_table(pa.table(rows, schema=SCENES_SCHEMA), files["scenes"])
     return files
 

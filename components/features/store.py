@@ -1,6 +1,6 @@
 """The feature store: Parquet shards of image features, and reading them back.
 
-Folder written by the ``features`` stage (``data/features/``)::
+Folder written by the ``features`` stage (``data/features/``), named by :class:`FeaturesDir`::
 
     part-00000.parquet, part-00001.parquet, ...   the rows, in images-table order
     meta.json                                     what produced them (below)
@@ -59,6 +59,29 @@ LAYOUT = "grid: (N, P, C), P = grid_size**2 positions in raster order (p = row *
 DEFAULT_MAX_SHARD_BYTES = 512 * 2**20
 
 
+@dataclasses.dataclass(frozen=True)
+class FeaturesDir:
+    """The folder the ``features`` stage writes (layout in the module docstring).
+
+    Attributes:
+        root: The folder (``data/features`` in ``dvc.yaml``); a str is made a Path.
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def meta(self) -> Path:
+        """``meta.json``: what produced the features, and the shards (file and rows)."""
+        return self.root / META_FILE
+
+    def shard(self, index: int) -> Path:
+        """Shard ``index`` (0-based, in images-table order): ``part-{index:05d}.parquet``."""
+        return self.root / SHARD_PATTERN.format(index)
+
+
 def features_schema(*, channels: int, grid_size: int, dtype: str) -> pa.Schema:
     """The shard schema for ``channels`` C, a ``grid_size`` grid and ``dtype``."""
     value = DTYPES[dtype]
@@ -108,7 +131,7 @@ class ShardWriter:
 
     def __init__(self, out_dir: str | os.PathLike, *, channels: int, grid_size: int, dtype: str,
                  max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES):
-        self.out_dir = Path(out_dir)
+        self.folder = FeaturesDir(out_dir)
         self.schema = features_schema(channels=channels, grid_size=grid_size, dtype=dtype)
         row_bytes = 8 + (grid_size**2 + 1) * channels * DTYPES[dtype].byte_width
         self.rows_per_shard = max(1, max_shard_bytes // row_bytes)
@@ -132,10 +155,10 @@ class ShardWriter:
         if not self._pending_rows:
             return
         table = pa.concat_tables(self._pending).combine_chunks()
-        name = SHARD_PATTERN.format(len(self.shards))
-        pq.write_table(table, self.out_dir / name, row_group_size=table.num_rows, compression="none",
+        path = self.folder.shard(len(self.shards))
+        pq.write_table(table, path, row_group_size=table.num_rows, compression="none",
                        use_dictionary=False, write_statistics=["image_id"], store_schema=True)
-        self.shards.append({"file": name, "num_rows": table.num_rows})
+        self.shards.append({"file": path.name, "num_rows": table.num_rows})
         self._pending, self._pending_rows = [], 0
 
     def close(self) -> list[dict[str, Any]]:
@@ -145,11 +168,11 @@ class ShardWriter:
 
 
 def write_meta(out_dir: str | os.PathLike, meta: dict[str, Any]) -> None:
-    write_json(Path(out_dir) / META_FILE, meta)
+    write_json(FeaturesDir(out_dir).meta, meta)
 
 
 def read_meta(features_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(features_dir) / META_FILE
+    path = FeaturesDir(features_dir).meta
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {features_dir} the output of the features stage?")
     return json.loads(path.read_text())
@@ -253,5 +276,5 @@ def load_features(features_dir: str | os.PathLike) -> FeatureSet:
     return FeatureSet(out["image_id"], out["grid"], out["pooled"], meta)
 
 
-__all__ = ["FeatureSet", "ShardWriter", "features_schema", "features_table", "load_features",
+__all__ = ["FeatureSet", "FeaturesDir", "ShardWriter", "features_schema", "features_table", "load_features",
            "read_meta", "write_meta", "META_FILE", "LAYOUT", "DTYPES"]

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from components.data.folders import PreparedDir
 from components.generative.common import from_uint8_images
 from components.generative.data import load_images
 from components.generative.diagnostics import colour_distance, sample_diversity
@@ -43,18 +44,19 @@ INPUTS = {"prepared": "data/prepared"}
 
 
 def image_splits(prepared: Path) -> dict[str, list[str]]:
-    """Absolute image paths per split from ``<prepared>/images.parquet`` (train and val required).
+    """Absolute image paths per split from the prepared images table (train and val required).
 
     Relative paths in the table are relative to the working directory (as the
     ``prepare`` stage writes them), so the Ray workers get absolute ones.
     """
-    table = pq.read_table(prepared / "images.parquet", columns=["path", "split"]).to_pydict()
+    images = PreparedDir(prepared).images
+    table = pq.read_table(images, columns=["path", "split"]).to_pydict()
     splits: dict[str, list[str]] = {}
     for path, split in zip(table["path"], table["split"]):
         splits.setdefault(split, []).append(path if "://" in path else os.path.abspath(path))
     for needed in ("train", "val"):
         if not splits.get(needed):
-            raise FileNotFoundError(f"{prepared / 'images.parquet'} has no '{needed}' images "
+            raise FileNotFoundError(f"{images} has no '{needed}' images "
                                     f"(splits: {', '.join(sorted(splits)) or 'none'})")
     return splits
 
@@ -93,7 +95,7 @@ def loop_config(cfg: Any, inputs: Mapping[str, Path]) -> dict[str, Any]:
 
 def data_version(inputs: Mapping[str, Path]) -> dict[str, str]:
     """Short hash of the images table: part of the run's identity and the ``data_hash`` tag."""
-    return {"data_hash": short_sha256(inputs["prepared"] / "images.parquet")}
+    return {"data_hash": short_sha256(PreparedDir(inputs["prepared"]).images)}
 
 
 def _summary(state: dict[str, Any], trained: Trained, split: str) -> dict[str, Any]:

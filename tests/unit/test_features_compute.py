@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from components.data.folders import PreparedDir
 from components.data.images import BadImageError
 from components.features.decode import decode_batch, load_resized
 from components.features.extract import Featurizer, ModelOptions, read_image_table
@@ -52,8 +53,8 @@ def test_read_image_table_resolves_relative_paths(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"image_id": [1, 2], "path": ["images/a.png", "/abs/b.png"],
-                             "split": ["train", "val"]}), tmp_path / "images.parquet")
-    table = read_image_table(tmp_path / "images.parquet", root=tmp_path)
+                             "split": ["train", "val"]}), PreparedDir(tmp_path).images)
+    table = read_image_table(PreparedDir(tmp_path).images, root=tmp_path)
     assert table.column_names == ["image_id", "path"]
     assert table.column("path").to_pylist() == [str(tmp_path / "images/a.png"), "/abs/b.png"]
 

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from components import families
+from components.data.folders import PreparedDir
 from components.generative.config import GANConfig, VAEConfig
 from components.generative.family import image_splits, interleave
 from components.generative.io import save_model_dir
@@ -123,10 +124,10 @@ def test_image_splits_makes_paths_absolute_and_needs_train_and_val(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     table = pa.table({"image_id": [1, 2, 3], "path": ["a.png", "/abs/b.png", "c.png"],
                       "split": ["train", "val", "test"]})
-    pq.write_table(table, tmp_path / "images.parquet")
+    pq.write_table(table, PreparedDir(tmp_path).images)
     splits = image_splits(tmp_path)
     assert splits == {"train": [str(tmp_path / "a.png")], "val": ["/abs/b.png"], "test": [str(tmp_path / "c.png")]}
-    pq.write_table(table.slice(0, 1), tmp_path / "images.parquet")  # train only
+    pq.write_table(table.slice(0, 1), PreparedDir(tmp_path).images)  # train only
     with pytest.raises(FileNotFoundError, match="no 'val' images"):
         image_splits(tmp_path)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from components import registry, tracking
+from components.data.folders import PreparedDir
 from components.registry import CHALLENGER, CHAMPION, KeyMetric, decide, key_metric
 from pipelines import caption, register
 from tests import fixtures_models
@@ -255,7 +256,7 @@ def test_prepare_stage_logs_one_run_with_params_counts_and_data_hash(store, repo
     run = stages[0]
     assert run.data.params["synthetic.num_images"] == "60"
     assert run.data.metrics["images_kept"] == 60.0
-    assert run.data.tags["data_hash"] == _sha16(store / "prepared" / "images.parquet")
+    assert run.data.tags["data_hash"] == _sha16(PreparedDir(store / "prepared").images)
     assert [a.path for a in client.list_artifacts(run.info.run_id, "report")] == ["report/report.json"]
 
 

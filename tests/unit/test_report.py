@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from components.data.folders import PreparedDir
 from components.report import heat_overlay
 from pipelines import evaluate
 from pipelines.config import load_params
@@ -65,10 +66,10 @@ def stage_outputs(tmp_path):
         paths.append(str(prepared / "img" / f"{i}.png"))
         _png(Path(paths[-1]), 16, 60 * i)
     pq.write_table(pa.table({"image_id": [1, 2], "path": paths, "split": ["test", "test"]}),
-                   prepared / "images.parquet")
+                   PreparedDir(prepared).images)
     pq.write_table(pa.table({"image_id": [1, 1, 2], "split": ["test"] * 3,
                              "caption": ["a red circle", "A red ball.", "a <b>blue</b> square"]}),
-                   prepared / "captions.parquet")
+                   PreparedDir(prepared).captions)
     (preds / "test.json").write_text(json.dumps([{"image_id": 1, "caption": "a red circle"},
                                                  {"image_id": 2, "caption": "a blue square"}]))
     attention = {"1": np.full((4, 4), 0.25, np.float16), "2": np.eye(4, dtype=np.float16)[:3]}
