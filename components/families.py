@@ -34,6 +34,12 @@ def module_of(name: str) -> str:
     return _entry(name)[0]
 
 
+def modules_of(name: str) -> list[str]:
+    """Every module family ``name`` names: its spec's, and its evaluation's (for the evaluate stage's deps)."""
+    family = get(name)
+    return [module_of(name)] + ([family.evaluate.partition(":")[0]] if family.evaluate else [])
+
+
 def get(name: str) -> Family:
     """The spec of family ``name``.
 
@@ -51,4 +57,4 @@ def _entry(name: str) -> tuple[str, str]:
     return module, attr
 
 
-__all__ = ["FAMILIES", "get", "module_of", "names"]
+__all__ = ["FAMILIES", "get", "module_of", "modules_of", "names"]

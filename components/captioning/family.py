@@ -103,4 +103,6 @@ CAPTIONER = Family(
     export=export,
     curve_keys=CURVE_KEYS,
     tags=tags,
+    evaluate="components.captioning.evaluation:evaluate",
+    eval_outputs=("predictions",),
 )

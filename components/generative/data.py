@@ -13,13 +13,34 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from components.data.folders import PreparedDir
 from components.data.images import load_rgb
+
+
+def image_splits(prepared: Path) -> dict[str, list[str]]:
+    """Absolute image paths per split from the prepared images table (train and val required).
+
+    Relative paths in the table are relative to the working directory (as the
+    ``prepare`` stage writes them), so the Ray workers get absolute ones.
+    """
+    images = PreparedDir(prepared).images
+    table = pq.read_table(images, columns=["path", "split"]).to_pydict()
+    splits: dict[str, list[str]] = {}
+    for path, split in zip(table["path"], table["split"]):
+        splits.setdefault(split, []).append(path if "://" in path else os.path.abspath(path))
+    for needed in ("train", "val"):
+        if not splits.get(needed):
+            raise FileNotFoundError(f"{images} has no '{needed}' images "
+                                    f"(splits: {', '.join(sorted(splits)) or 'none'})")
+    return splits
 
 
 def load_images(paths: Sequence[str | os.PathLike], *, size: int, num_workers: int = 0) -> Tensor:

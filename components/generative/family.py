@@ -14,19 +14,17 @@ images table) and write, from the last checkpoint:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
 from components.data.folders import PreparedDir
 from components.generative.common import from_uint8_images
-from components.generative.data import load_images
+from components.generative.data import image_splits, load_images
 from components.generative.diagnostics import colour_distance, sample_diversity
 from components.generative.fit import evaluate_vae, grid_rows, train_loop_per_worker_gan, train_loop_per_worker_vae
 from components.generative.io import save_model_dir
@@ -41,24 +39,6 @@ VAE_CURVE_KEYS = ("epoch", "train_elbo", "val_elbo", "train_recon_nll", "val_rec
 GAN_CURVE_KEYS = ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "gp", "sample_diversity", "colour_hist_distance",
                   "train_images_per_s")
 INPUTS = {"prepared": "data/prepared"}
-
-
-def image_splits(prepared: Path) -> dict[str, list[str]]:
-    """Absolute image paths per split from the prepared images table (train and val required).
-
-    Relative paths in the table are relative to the working directory (as the
-    ``prepare`` stage writes them), so the Ray workers get absolute ones.
-    """
-    images = PreparedDir(prepared).images
-    table = pq.read_table(images, columns=["path", "split"]).to_pydict()
-    splits: dict[str, list[str]] = {}
-    for path, split in zip(table["path"], table["split"]):
-        splits.setdefault(split, []).append(path if "://" in path else os.path.abspath(path))
-    for needed in ("train", "val"):
-        if not splits.get(needed):
-            raise FileNotFoundError(f"{images} has no '{needed}' images "
-                                    f"(splits: {', '.join(sorted(splits)) or 'none'})")
-    return splits
 
 
 def eval_images(splits: dict[str, list[str]], size: int, threads: int = 2) -> tuple[str, torch.Tensor]:
@@ -188,6 +168,8 @@ def export_gan(cfg: Any, state: dict[str, Any], trained: Trained) -> dict[str, A
 
 
 VAE = Family(name="vae", loop=train_loop_per_worker_vae, inputs=INPUTS, outputs={"reports": "reports/vae"},
-             loop_config=loop_config, data_version=data_version, export=export_vae, curve_keys=VAE_CURVE_KEYS)
+             loop_config=loop_config, data_version=data_version, export=export_vae, curve_keys=VAE_CURVE_KEYS,
+             evaluate="components.generative.evaluation:evaluate_vae_folder", eval_outputs=("model", "reports"))
 GAN = Family(name="gan", loop=train_loop_per_worker_gan, inputs=INPUTS, outputs={"reports": "reports/gan"},
-             loop_config=loop_config, data_version=data_version, export=export_gan, curve_keys=GAN_CURVE_KEYS)
+             loop_config=loop_config, data_version=data_version, export=export_gan, curve_keys=GAN_CURVE_KEYS,
+             evaluate="components.generative.evaluation:evaluate_gan", eval_outputs=("model", "reports"))

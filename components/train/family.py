@@ -16,7 +16,10 @@ read the spec and never branch on a family's name:
    ``history`` rows hold ``curve_keys``;
 4. ``export(cfg, state, trained)`` writes the model folder and the family's
    other outputs (atomically) from the final state and returns the metrics,
-   which the stage writes, with the curves, and logs to MLflow.
+   which the stage writes, with the curves, and logs to MLflow;
+5. the ``evaluate`` stage hands ``evaluate(evaluation)`` the training outputs
+   named in ``eval_outputs`` and gets the family's metrics
+   (``metrics/<name>.json``) and its sections of the HTML report.
 
 Nothing here imports Ray or MLflow: a spec is plain data and functions.
 """
@@ -24,6 +27,7 @@ Nothing here imports Ray or MLflow: a spec is plain data and functions.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,6 +71,24 @@ class Trained:
 
 
 @dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What the ``evaluate`` stage gives a family's ``evaluate``.
+
+    Attributes:
+        cfg: The ``evaluate`` params group (split, sample counts, seeds...).
+        prepared: The prepared data folder (references, images, scenes).
+        outputs: The family's training outputs named in ``Family.eval_outputs``, by name.
+        feature_network: Returns the FID/KID feature network, built once for
+            every family that asks (``components.metrics.generative``).
+    """
+
+    cfg: Any
+    prepared: Path
+    outputs: Mapping[str, Path]
+    feature_network: Callable[[], Any]
+
+
+@dataclasses.dataclass(frozen=True)
 class Family:
     """One model family's training, for the generic train stage.
 
@@ -88,6 +110,12 @@ class Family:
         curve_keys: Columns of the per-epoch curves CSV, from the history rows.
         tags: ``inputs -> {tag: value}``: the MLflow tags of the stage run;
             None: the data version is the tags.
+        evaluate: ``"module:function"`` of its ``evaluation -> (metrics, sections)``:
+            the family's held-out metrics and its ``components.report.Section``
+            list (a section id several families use is one section, in registry
+            order). A name, not the function: the training stage does not import
+            evaluation code, so a change there does not rerun training (DVC deps).
+        eval_outputs: The training outputs ``evaluate`` reads (``("predictions",)``).
     """
 
     name: str
@@ -99,6 +127,8 @@ class Family:
     export: Callable[[Any, dict[str, Any], Trained], dict[str, Any]]
     curve_keys: tuple[str, ...]
     tags: Callable[[Mapping[str, Path]], dict[str, str]] | None = None
+    evaluate: str | None = None
+    eval_outputs: tuple[str, ...] = ()
 
     @property
     def stage(self) -> str:
@@ -109,10 +139,17 @@ class Family:
         """The stage run's MLflow tags (:attr:`tags`, else the data version)."""
         return dict(self.tags(inputs)) if self.tags is not None else dict(version)
 
+    def evaluator(self) -> Callable[[Evaluation], tuple[dict[str, Any], list[Any]]]:
+        """The function named by :attr:`evaluate` (imported now)."""
+        if self.evaluate is None:
+            raise ValueError(f"model family '{self.name}' does not evaluate")
+        module, _, function = self.evaluate.partition(":")
+        return getattr(importlib.import_module(module), function)
+
     def default_outputs(self) -> dict[str, str]:
         """Every output of the stage, name -> default path."""
         return {"model": f"models/{self.name}", "metrics": f"metrics/train_{self.name}.json",
                 "plots": f"plots/{self.name}.csv", **self.outputs}
 
 
-__all__ = ["COMMON_OUTPUTS", "WALL_CLOCK_SUFFIXES", "Family", "Trained", "steady_rate", "without_wall_clock"]
+__all__ = ["COMMON_OUTPUTS", "WALL_CLOCK_SUFFIXES", "Evaluation", "Family", "Trained", "steady_rate", "without_wall_clock"]

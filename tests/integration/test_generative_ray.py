@@ -24,7 +24,7 @@ from components.generative.fit import train_loop_per_worker_gan, train_loop_per_
 from components.generative.io import load_generator, load_model_dir
 from components.train.ray_trainer import ScalingSpec, TrainingFailed, fit, make_trainer
 from components import families
-from components.generative.family import image_splits
+from components.generative.data import image_splits
 from pipelines import sample, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

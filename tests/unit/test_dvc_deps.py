@@ -5,7 +5,8 @@ rerun when that file changes: ``dvc repro`` would keep a result of old code.
 The closure is :func:`components.fingerprint.import_closure`, the same one
 that names a training run's code identity. The generic train stage
 (``python -m pipelines.train --family NAME``) imports its family's module by
-name (:mod:`components.families`), so that module's closure counts too.
+name (:mod:`components.families`), so that module's closure counts too; a
+stage that loops over the registry (``evaluate``) counts every family's.
 """
 
 from __future__ import annotations
@@ -28,11 +29,17 @@ def _module(cmd: str) -> str | None:
 
 
 def _closure(cmd: str) -> set[Path]:
-    """The project files a stage's command runs: its module's closure, and its family's."""
+    """The project files a stage's command runs: its module's closure and, when it uses the family
+    registry, that of its ``--family`` or, without one, of every registered family."""
     words = cmd.split()
     closure = set(import_closure(_module(cmd), ROOT))
-    if "--family" in words:
-        closure |= set(import_closure(families.module_of(words[words.index("--family") + 1]), ROOT))
+    if Path("components/families.py") in closure:
+        if "--family" in words:  # a training stage: the family's spec (not its evaluation)
+            modules = [families.module_of(words[words.index("--family") + 1])]
+        else:
+            modules = [m for name in families.names() for m in families.modules_of(name)]
+        for module in modules:
+            closure |= set(import_closure(module, ROOT))
     return closure
 
 

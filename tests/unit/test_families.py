@@ -69,3 +69,26 @@ def test_summary_helpers():
     history = [{"r": 10.0}, {"r": 20.0}, {"r": 40.0}]
     assert steady_rate(history, "r") == 30.0  # the first epoch is warm-up
     assert steady_rate(history[:1], "r") == 10.0
+
+
+def test_evaluate_options_come_from_the_families(capsys):
+    from pipelines import evaluate
+
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert evaluate.evaluated() == families.names()  # all three evaluate
+    for name in evaluate.evaluated():
+        assert f"--{name}-metrics" in out
+        assert all(f"--{name}-{output}" in out for output in families.get(name).eval_outputs)
+        assert callable(families.get(name).evaluator())
+
+
+def test_report_sections_of_one_id_merge_in_first_appearance_order():
+    from components.report import Section
+    from pipelines.evaluate import merge_sections
+
+    merged = merge_sections([Section("captions", "Captions", "c"), Section("samples", "Samples", "v"),
+                             Section("interpolations", "Interpolations", "vi"), Section("samples", "Samples", "g")])
+    assert [(s.id, s.body) for s in merged] == [("captions", "c"), ("samples", "vg"), ("interpolations", "vi")]

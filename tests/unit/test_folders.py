@@ -21,7 +21,7 @@ from components.features.store import (
     read_meta,
     write_meta,
 )
-from components.generative.family import image_splits
+from components.generative.data import image_splits
 from pipelines import prepare
 from pipelines.config import PrepareConfig, SyntheticConfig
 

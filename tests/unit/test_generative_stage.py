@@ -16,7 +16,8 @@ from PIL import Image
 from components import families
 from components.data.folders import PreparedDir
 from components.generative.config import GANConfig, VAEConfig
-from components.generative.family import image_splits, interleave
+from components.generative.data import image_splits
+from components.generative.family import interleave
 from components.generative.io import save_model_dir
 from components.generative.models import build_gan, build_vae
 from components.train.ray_trainer import TrainingFailed

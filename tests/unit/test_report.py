@@ -14,7 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from components.captioning import evaluation as captioning_evaluation
 from components.data.folders import PreparedDir
+from components.generative import evaluation as generative_evaluation
 from components.report import heat_overlay
 from pipelines import evaluate
 from pipelines.config import load_params
@@ -84,16 +86,18 @@ def stage_outputs(tmp_path):
 def test_report_renders_with_every_section(stage_outputs):
     cfg = load_params(REPO / "params.yaml").evaluate
     prepared, preds = stage_outputs / "prepared", stage_outputs / "predictions"
-    predictions = evaluate.read_predictions(preds / "test.json")
-    references = evaluate.read_references(prepared, "test")
+    predictions = captioning_evaluation.read_predictions(preds / "test.json")
+    references = captioning_evaluation.read_references(prepared, "test")
     assert references == {1: ["a red circle", "A red ball."], 2: ["a <b>blue</b> square"]}
     metrics = {"captioner": {"cider": 1.5, "spice": None, "unavailable": ["spice"],
                              "unavailable_reasons": {"spice": "no jars"}},
                "vae": {"test_elbo": -100.0, "fid": 3.0, "feature_network": "in_domain:x"},
                "gan": {"fid": 2.0, "inception_score": None, "feature_network": "in_domain:x"}}
-    page = evaluate.build_report(
-        cfg, metrics=metrics, reports={"vae": stage_outputs / "vae", "gan": stage_outputs / "gan"},
-        captions=evaluate.caption_section(cfg, prepared, preds, predictions, references))
+    # each family's sections, in registry order, as the evaluate stage collects them
+    sections = [captioning_evaluation.caption_section(cfg, prepared, preds, predictions, references),
+                *generative_evaluation.figure_sections("vae", stage_outputs / "vae"),
+                *generative_evaluation.figure_sections("gan", stage_outputs / "gan")]
+    page = evaluate.build_report(cfg, metrics=metrics, sections=sections, feature_network="in_domain:x")
     parsed = _Page()
     parsed.feed(page)
     assert page.startswith("<!DOCTYPE html>") and parsed.stack == []  # every tag closed, in order
