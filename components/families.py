@@ -1,26 +1,41 @@
-"""The registry of model families: name -> :class:`~components.train.family.Family`.
+"""The registry of model families: name -> its params group class and its :class:`~components.train.family.Family`.
 
-The generic train stage, the sweep and the CLI loop over it. Entries name the
-module and attribute of each spec as a string and are imported on first use,
-so listing the families (``capsynth --help``) imports no torch.
+The generic train stage, the evaluate stage, the sweep, the params loader and
+the CLI loop over it. An entry holds:
 
-Adding a family: a package with its model, loop and a ``Family`` spec, one
-line here, its ``train_<name>`` group in ``params.yaml`` and its stage in
-``dvc.yaml`` (README §Adding a model family).
+* the class of the family's ``train_<name>`` params group, from a leaf module
+  (no torch, no model code): loading ``params.yaml`` imports no training code,
+  so the ``prepare`` and ``features`` stages' code identity stays their own;
+* the ``"module:attribute"`` of the family's spec, imported on first use, so
+  listing the families (``capsynth --help``) imports no torch.
+
+Adding a family: a package with its model, loop, params classes and a
+``Family`` spec; one entry here; its ``train_<name>`` group in ``params.yaml``;
+its stage in ``dvc.yaml`` (README §Model families).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from components.train.family import Family
+from components.captioning.config import TrainCaptionerConfig
+from components.generative.config import TrainGANConfig, TrainVAEConfig
 
-FAMILIES: dict[str, str] = {
-    "captioner": "components.captioning.family:CAPTIONER",
-    "vae": "components.generative.family:VAE",
-    "gan": "components.generative.family:GAN",
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One registered family: its params group class and where its spec is."""
+
+    config: type
+    spec: str  # "module:attribute" of its Family
+
+
+FAMILIES: dict[str, Entry] = {
+    "captioner": Entry(TrainCaptionerConfig, "components.captioning.family:CAPTIONER"),
+    "vae": Entry(TrainVAEConfig, "components.generative.family:VAE"),
+    "gan": Entry(TrainGANConfig, "components.generative.family:GAN"),
 }
 
 
@@ -29,32 +44,36 @@ def names() -> list[str]:
     return list(FAMILIES)
 
 
+def _entry(name: str) -> Entry:
+    if name not in FAMILIES:
+        raise KeyError(f"unknown model family '{name}' (known: {', '.join(FAMILIES)})")
+    return FAMILIES[name]
+
+
+def config_of(name: str) -> type:
+    """The class of family ``name``'s ``train_<name>`` params group."""
+    return _entry(name).config
+
+
 def module_of(name: str) -> str:
-    """The module that holds family ``name``'s spec (for DVC deps and code fingerprints)."""
-    return _entry(name)[0]
+    """The module that holds family ``name``'s spec (for DVC deps)."""
+    return _entry(name).spec.partition(":")[0]
 
 
 def modules_of(name: str) -> list[str]:
-    """Every module family ``name`` names: its spec's, and its evaluation's (for the evaluate stage's deps)."""
+    """Every module family ``name`` names: its spec's, and its evaluation's (the evaluate stage's deps)."""
     family = get(name)
     return [module_of(name)] + ([family.evaluate.partition(":")[0]] if family.evaluate else [])
 
 
-def get(name: str) -> Family:
-    """The spec of family ``name``.
+def get(name: str) -> Any:
+    """The :class:`~components.train.family.Family` spec of family ``name`` (its module imported now).
 
     Raises:
         KeyError: ``name`` is not registered (the message lists the families).
     """
-    module, attr = _entry(name)
+    module, _, attr = _entry(name).spec.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
-def _entry(name: str) -> tuple[str, str]:
-    if name not in FAMILIES:
-        raise KeyError(f"unknown model family '{name}' (known: {', '.join(FAMILIES)})")
-    module, _, attr = FAMILIES[name].partition(":")
-    return module, attr
-
-
-__all__ = ["FAMILIES", "get", "module_of", "modules_of", "names"]
+__all__ = ["FAMILIES", "Entry", "config_of", "get", "module_of", "modules_of", "names"]

@@ -1,6 +1,8 @@
 """Typed, frozen configuration of every stage, loaded strictly from ``params.yaml``.
 
-``params.yaml`` is grouped by stage; :class:`Params` has one field per group.
+``params.yaml`` is grouped by stage; :func:`params_class` has one field per
+group (one ``train_<name>`` group per registered model family, of the
+family's own config class).
 Every key is required (the defaults live in ``params.yaml``, stated once), an
 unknown key, a missing key or a wrong type is a ``ConfigError`` naming the
 dotted key and the file. ``dvc exp run -S prepare.seed=3`` edits the same file,
@@ -13,16 +15,16 @@ the tiny ``smoke`` profile used by the tests and CI; see :func:`set_args`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 from ruamel.yaml import YAML
 
-from components.captioning.config import ArchitectureParams, CaptionTrainConfig
+from components import families
 from components.config import ConfigError, build, deep_merge, flatten
 from components.data.schema import AnnotationSource
-from components.generative.config import GANConfig, GANTrainConfig, VAEConfig, VAETrainConfig
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -96,59 +98,6 @@ class FeaturesConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ScalingParams:
-    """Ray Train scaling of a training stage (``<stage>.scaling``)."""
-
-    num_workers: int
-    use_gpu: bool | None  # None: when the cluster has GPUs
-    max_failures: int
-
-    def __post_init__(self) -> None:
-        if self.num_workers < 1:
-            raise ConfigError(f"scaling.num_workers must be >= 1, got {self.num_workers}")
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeParams:
-    """How captions are generated for the predictions and metrics."""
-
-    beam_size: int
-    length_penalty: float
-
-    def __post_init__(self) -> None:
-        if self.beam_size < 1:
-            raise ConfigError(f"decode.beam_size must be >= 1, got {self.beam_size}")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainCaptionerConfig:
-    """``train_captioner`` stage: cached features + captions → a caption model."""
-
-    model: ArchitectureParams
-    train: CaptionTrainConfig
-    decode: DecodeParams
-    scaling: ScalingParams
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainVAEConfig:
-    """``train_vae`` stage: prepared images → a VAE (``models/vae``), samples, ELBO."""
-
-    model: VAEConfig
-    train: VAETrainConfig
-    scaling: ScalingParams
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainGANConfig:
-    """``train_gan`` stage: prepared images → a DCGAN (``models/gan``), samples, diagnostics."""
-
-    model: GANConfig
-    train: GANTrainConfig
-    scaling: ScalingParams
-
-
-@dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
     """``evaluate`` stage: predictions and model folders → DVC metrics and ``reports/index.html``."""
 
@@ -219,26 +168,40 @@ class SweepFamilyConfig:
             raise ConfigError("sweep.*.space is empty: name at least one param to search")
 
 
-@dataclasses.dataclass(frozen=True)
-class SweepConfig:
-    """``capsynth sweep captioner|vae|gan``: one search per training stage."""
+@functools.lru_cache(maxsize=8)
+def _params_class(registered: tuple[tuple[str, families.Entry], ...]) -> type:
+    groups = [("prepare", PrepareConfig), ("features", FeaturesConfig),
+              *((f"train_{name}", entry.config) for name, entry in registered),
+              ("evaluate", EvaluateConfig),
+              ("sweep", dict[str, SweepFamilyConfig])]  # family -> its search (``capsynth sweep <family>``)
+    return dataclasses.make_dataclass("Params", groups, frozen=True, namespace={
+        "__doc__": "All of ``params.yaml``: the fixed groups, and the ``train_<name>`` group of each model family."})
 
-    captioner: SweepFamilyConfig
-    vae: SweepFamilyConfig
-    gan: SweepFamilyConfig
+
+def params_class() -> type:
+    """The class of ``params.yaml`` for the model families registered now (:mod:`components.families`).
+
+    Its fields: ``prepare``, ``features``, one ``train_<name>`` per family (of
+    the family's ``config`` class), ``evaluate`` and ``sweep`` (family name ->
+    its search).
+    """
+    return _params_class(tuple(families.FAMILIES.items()))
 
 
-@dataclasses.dataclass(frozen=True)
-class Params:
-    """All of ``params.yaml``. Later stages add their group here."""
+def build_params(data: Any, *, source: str) -> Any:
+    """``params.yaml`` content as a :func:`params_class` instance, strictly (errors name the key and ``source``)."""
+    params = build(params_class(), data, source=source)
+    unknown = sorted(set(params.sweep) - set(families.names()))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key 'sweep.{unknown[0]}': not a model family "
+                          f"(known: {', '.join(families.names())})")
+    return params
 
-    prepare: PrepareConfig
-    features: FeaturesConfig
-    train_captioner: TrainCaptionerConfig
-    train_vae: TrainVAEConfig
-    train_gan: TrainGANConfig
-    evaluate: EvaluateConfig
-    sweep: SweepConfig
+
+def __getattr__(name: str) -> Any:
+    if name == "Params":  # ``config.Params``: the class for the families registered now
+        return params_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _read_yaml(path: str | os.PathLike) -> Any:
@@ -247,7 +210,7 @@ def _read_yaml(path: str | os.PathLike) -> Any:
         return YAML(typ="safe", pure=True).load(f)
 
 
-def load_params(path: str | os.PathLike = "params.yaml", *, profile: str | None = None) -> Params:
+def load_params(path: str | os.PathLike = "params.yaml", *, profile: str | None = None) -> Any:
     """Load and validate ``params.yaml``, optionally overlaid with a profile.
 
     Args:
@@ -269,7 +232,7 @@ def load_params(path: str | os.PathLike = "params.yaml", *, profile: str | None 
             raise ConfigError(f"unknown profile '{profile}' (known: {', '.join(known)})")
         data = deep_merge(data, _read_yaml(overlay_path) or {}, source=str(overlay_path))
         source = f"{path} + {overlay_path}"
-    return build(Params, data, source=source)
+    return build_params(data, source=source)
 
 
 def profile_overrides(profile: str) -> dict[str, Any]:
@@ -305,7 +268,7 @@ def write_profile_params(params_path: str | os.PathLike, profile: str, out: str 
     """
     data = deep_merge(_read_yaml(params_path), _read_yaml(PROFILES_DIR / f"{profile}.yaml") or {},
                       source=profile)
-    build(Params, data, source=f"{params_path} + profile {profile}")
+    build_params(data, source=f"{params_path} + profile {profile}")
     yaml = YAML()
     yaml.default_flow_style = False
     with open(out, "w") as f:

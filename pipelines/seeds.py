@@ -89,7 +89,7 @@ def check_params(params_file: Path, overrides: Mapping[str, Any]) -> None:
             raise SeedsError(f"{params_file}: no field {key!r}")
         node[leaf] = value
     try:
-        config.build(config.Params, data, source=f"{params_file} + -S overrides")
+        config.build_params(data, source=f"{params_file} + -S overrides")
     except config.ConfigError as err:
         raise SeedsError(str(err)) from err
 

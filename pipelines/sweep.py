@@ -121,7 +121,9 @@ def run(family: str, *, params_file: str, inputs: dict[str, Path], storage: Path
     """
     params = load_params(params_file)
     group = families.get(family).stage
-    sweep, base = getattr(params.sweep, family), getattr(params, group)
+    if family not in params.sweep:
+        raise ConfigError(f"{params_file}: no 'sweep.{family}' group: give the family a search space to sweep")
+    sweep, base = params.sweep[family], getattr(params, group)
     check_space(sweep.space, base, group)
     init_ray(dashboard=True)  # the State API cleans up after trials that ASHA stops (see init_ray)
     at_once = trials_at_once(sweep, base, cluster_resources())

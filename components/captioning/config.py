@@ -1,4 +1,4 @@
-"""The caption family's params groups (``train_captioner.model``, ``train_captioner.train``).
+"""The caption family's params groups: ``train_captioner`` and its ``model``, ``train``, ``decode`` parts.
 
 A leaf module (no torch, no model code), so that loading ``params.yaml``
 imports no training code: a stage's code identity
@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Literal
+
+from components.config import ConfigError
+from components.train.config import ScalingParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,3 +47,25 @@ class CaptionTrainConfig:
     amp: bool  # bf16 autocast on CUDA; ignored on CPU
     threads_per_worker: int  # torch intra-op threads (Ray sets 1 by default)
     fail_at_epoch: int  # failure injection for fault-tolerance tests; -1: off
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeParams:
+    """How captions are generated for the predictions and metrics."""
+
+    beam_size: int
+    length_penalty: float
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ConfigError(f"decode.beam_size must be >= 1, got {self.beam_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainCaptionerConfig:
+    """``train_captioner`` stage: cached features + captions → a caption model."""
+
+    model: ArchitectureParams
+    train: CaptionTrainConfig
+    decode: DecodeParams
+    scaling: ScalingParams

@@ -18,6 +18,7 @@ import dataclasses
 from typing import Any
 
 from components.config import ConfigError
+from components.train.config import ScalingParams
 
 # The names params.yaml may use, stated here so this module imports no model code (and no
 # torch): the registries they select from (``vae.LIKELIHOODS``, ``losses.GAN_LOSSES``,
@@ -196,3 +197,21 @@ class GANTrainConfig:
         if self.lr_g <= 0 or self.lr_d <= 0:
             raise ConfigError("train_gan.train: lr_g and lr_d must be > 0")
         check_choice("train_gan.train", "augment", self.augment, AUGMENTATION_NAMES)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainVAEConfig:
+    """``train_vae`` stage: prepared images → a VAE (``models/vae``), samples, ELBO."""
+
+    model: VAEConfig
+    train: VAETrainConfig
+    scaling: ScalingParams
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainGANConfig:
+    """``train_gan`` stage: prepared images → a DCGAN (``models/gan``), samples, diagnostics."""
+
+    model: GANConfig
+    train: GANTrainConfig
+    scaling: ScalingParams

@@ -5,9 +5,10 @@ A family (the captioner, the VAE, the GAN, any later one) exports one
 stage (``python -m pipelines.train --family NAME``), the sweep and the CLI
 read the spec and never branch on a family's name:
 
-1. the stage's config is the ``train_<name>`` group of ``params.yaml``, with
-   at least ``model``, ``train`` (``threads_per_worker``, ``epochs``) and
-   ``scaling``;
+1. the stage's config is the ``train_<name>`` group of ``params.yaml`` (its
+   class is registered beside the spec, :mod:`components.families`), with at
+   least ``model``, ``train`` (``threads_per_worker``, ``epochs``) and
+   ``scaling`` (:class:`components.train.config.ScalingParams`);
 2. ``data_version(inputs)`` hashes the input folders; with the loop's code and
    the params it names the Ray run (:func:`~components.train.ray_trainer.stable_run_name`),
    so only an identical run resumes;

@@ -43,7 +43,7 @@ def test_captioner_sweep_logs_every_trial_and_writes_the_best_config(smoke_data)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
-    cfg = load_params(work / "params.yaml").sweep.captioner
+    cfg = load_params(work / "params.yaml").sweep["captioner"]
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pipelines.cli", "sweep", "captioner", "--params", "params.yaml",
                            "--storage", "ray_results", "--out", "reports/sweep_captioner.json"],

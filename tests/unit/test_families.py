@@ -21,7 +21,8 @@ def test_every_family_is_a_spec_with_its_stage_and_params_group(name):
     family = families.get(name)
     assert isinstance(family, Family) and family.name == name and family.stage == f"train_{name}"
     params = load_params(ROOT / "params.yaml", profile="smoke")
-    cfg = getattr(params, family.stage)  # the stage's params group exists, with what the stage reads
+    cfg = getattr(params, family.stage)  # the stage's params group exists, of the registered class
+    assert isinstance(cfg, families.config_of(name))
     assert cfg.train.threads_per_worker >= 1 and cfg.scaling.num_workers >= 1
     assert set(COMMON_OUTPUTS) <= set(family.default_outputs())
     assert "epoch" in family.curve_keys

@@ -24,7 +24,7 @@ def test_overrides_rebuild_the_stage_config_strictly():
 
 
 def test_the_space_becomes_tune_samplers():
-    space = load_params(REPO / "params.yaml").sweep.captioner.space
+    space = load_params(REPO / "params.yaml").sweep["captioner"].space
     samplers = search_space(space)
     assert set(samplers) == set(space)
     assert samplers["model.hidden_dim"].categories == [128, 256, 512]
@@ -43,7 +43,7 @@ def test_the_best_trial_is_one_that_ran_every_epoch():
 
 def test_a_typo_in_the_space_names_the_key():
     params = load_params(REPO / "params.yaml", profile="smoke")
-    space = {**params.sweep.captioner.space, "train.learning_rate": params.sweep.captioner.space["train.lr"]}
+    space = {**params.sweep["captioner"].space, "train.learning_rate": params.sweep["captioner"].space["train.lr"]}
     with pytest.raises(ConfigError, match=r"'train.learning_rate' is not a param of train_captioner"):
         sweep.check_space(space, params.train_captioner, "train_captioner")
 
@@ -53,11 +53,11 @@ def test_one_trial_larger_than_the_cluster_is_refused():
     base = params.train_captioner
     wide = dataclasses.replace(base, scaling=dataclasses.replace(base.scaling, num_workers=3, use_gpu=False))
     with pytest.raises(ConfigError, match=r"needs 3.1 CPU"):
-        sweep.trials_at_once(params.sweep.captioner, wide, {"CPU": 2.0})
-    assert sweep.trials_at_once(params.sweep.captioner, base, {"CPU": 2.0}) == 1
-    assert sweep.trials_at_once(params.sweep.captioner, base, {"CPU": 16.0}) == 2  # num_samples caps it
+        sweep.trials_at_once(params.sweep["captioner"], wide, {"CPU": 2.0})
+    assert sweep.trials_at_once(params.sweep["captioner"], base, {"CPU": 2.0}) == 1
+    assert sweep.trials_at_once(params.sweep["captioner"], base, {"CPU": 16.0}) == 2  # num_samples caps it
     with pytest.raises(ConfigError, match="needs 1.1 CPU"):
-        sweep.trials_at_once(params.sweep.captioner, base, {"CPU": 1.0})
+        sweep.trials_at_once(params.sweep["captioner"], base, {"CPU": 1.0})
 
 
 def test_a_search_dimension_without_its_bounds_is_refused():
