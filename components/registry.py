@@ -35,12 +35,13 @@ import binascii
 import contextlib
 import dataclasses
 import hashlib
+import importlib
 import io
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -129,42 +130,59 @@ def _example_png() -> bytes:
     return _png_bytes(render_scene(sample_scene(rng), image_size=64, rng=rng))
 
 
+CAPTION_SIGNATURE = ModelSignature(inputs=Schema([ColSpec("binary", "image")]),
+                                   outputs=Schema([ColSpec("string", "caption")]),
+                                   params=ParamSchema([ParamSpec("beam_size", "long", DEFAULT_BEAM_SIZE)]))
+SAMPLES_SIGNATURE = ModelSignature(inputs=Schema([ColSpec("long", "n"), ColSpec("long", "seed")]),
+                                   outputs=Schema([ColSpec("long", "seed"), ColSpec("long", "index"),
+                                                   ColSpec("string", "image")]))
+
+
+def _caption_example() -> pd.DataFrame:
+    return pd.DataFrame({"image": [_example_png()]})
+
+
+def _samples_example() -> pd.DataFrame:
+    return pd.DataFrame({"n": [2], "seed": [0]})
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelKind:
-    """How one kind of model folder is registered and judged.
+    """How one model family's folders are registered and judged (a family names its kind: ``Family.registration``).
 
     Attributes:
         registered_name: The registry name.
         python_model: Its pyfunc class.
         metrics: Key metric names, the first present one counts (GAN: ``fid``, else ``kid``).
         higher_is_better: Direction of the key metric.
+        signature: The pyfunc's input/output (and params) schema.
+        input_example: Builds the example logged with every version.
     """
 
     registered_name: str
     python_model: type[mlflow.pyfunc.PythonModel]
     metrics: tuple[str, ...]
     higher_is_better: bool
-
-    def signature(self) -> ModelSignature:
-        if self.python_model is CaptionerModel:
-            return ModelSignature(inputs=Schema([ColSpec("binary", "image")]),
-                                  outputs=Schema([ColSpec("string", "caption")]),
-                                  params=ParamSchema([ParamSpec("beam_size", "long", DEFAULT_BEAM_SIZE)]))
-        return ModelSignature(inputs=Schema([ColSpec("long", "n"), ColSpec("long", "seed")]),
-                              outputs=Schema([ColSpec("long", "seed"), ColSpec("long", "index"),
-                                              ColSpec("string", "image")]))
-
-    def input_example(self) -> pd.DataFrame:
-        if self.python_model is CaptionerModel:
-            return pd.DataFrame({"image": [_example_png()]})
-        return pd.DataFrame({"n": [2], "seed": [0]})
+    signature: ModelSignature
+    input_example: Callable[[], pd.DataFrame]
 
 
-KINDS: dict[str, ModelKind] = {
-    "captioner": ModelKind("capsynth-captioner", CaptionerModel, ("cider",), higher_is_better=True),
-    "vae": ModelKind("capsynth-vae", GeneratorModel, ("test_elbo",), higher_is_better=True),
-    "gan": ModelKind("capsynth-gan", GeneratorModel, ("fid", "kid"), higher_is_better=False),
-}
+CAPTIONER = ModelKind("capsynth-captioner", CaptionerModel, ("cider",), True, CAPTION_SIGNATURE, _caption_example)
+VAE = ModelKind("capsynth-vae", GeneratorModel, ("test_elbo",), True, SAMPLES_SIGNATURE, _samples_example)
+GAN = ModelKind("capsynth-gan", GeneratorModel, ("fid", "kid"), False, SAMPLES_SIGNATURE, _samples_example)
+
+
+def kinds() -> dict[str, ModelKind]:
+    """Family name -> its :class:`ModelKind`, for every registered family that registers models."""
+    from components import families
+
+    found = {}
+    for name in families.names():
+        family = families.get(name)
+        if family.registration is not None:
+            module, _, attr = family.registration.partition(":")
+            found[name] = getattr(importlib.import_module(module), attr)
+    return found
 
 
 # ---------------------------------------------------------------- the champion rule (no MLflow)
@@ -303,14 +321,14 @@ def register(kind: str, model_dir: str | os.PathLike, metrics: Mapping[str, Any]
     logged again; that version is reported with its aliases.
 
     Args:
-        kind: A key of :data:`KINDS`.
+        kind: A model family that registers (a key of :func:`kinds`).
         model_dir: The model folder (written by a train stage).
         metrics: The evaluation metrics of that model (its key metric may be absent).
 
     Raises:
         FileNotFoundError: ``model_dir`` has no ``config.json``.
     """
-    spec = KINDS[kind]
+    spec = kinds()[kind]
     model_dir = check_model_dir(kind, model_dir)
     client = mlflow.MlflowClient()
     digest = folder_sha256(model_dir)
@@ -324,7 +342,7 @@ def register(kind: str, model_dir: str | os.PathLike, metrics: Mapping[str, Any]
     with _library_code() as code:
         info = mlflow.pyfunc.log_model(
             name=kind, python_model=spec.python_model(), artifacts={MODEL_ARTIFACT: str(model_dir)},
-            code_paths=[str(code)], signature=spec.signature(), input_example=spec.input_example(),
+            code_paths=[str(code)], signature=spec.signature, input_example=spec.input_example(),
             pip_requirements=_requirements(),
         )
     tags = {WEIGHTS_TAG: digest}

@@ -1,12 +1,14 @@
-"""DVC stage ``register``: the three model folders into the MLflow model registry.
+"""DVC stage ``register``: every model family's model folder into the MLflow model registry.
 
     python -m pipelines.register --params params.yaml \
         --captioner models/captioner --vae models/vae --gan models/gan \
         --captioner-metrics metrics/captioner.json --vae-metrics metrics/vae.json \
         --gan-metrics metrics/gan.json --report reports/register.json
 
-Each folder is logged as a pyfunc model and registered as ``capsynth-captioner``,
-``capsynth-vae`` and ``capsynth-gan`` (see :mod:`components.registry`);
+Each family that registers (``Family.registration``, :func:`components.registry.kinds`)
+gets ``--<family>`` (its model folder) and ``--<family>-metrics``; the folder
+is logged as a pyfunc model and registered under the family's name
+(``capsynth-captioner``, ``capsynth-vae``, ``capsynth-gan``);
 ``champion`` moves to a new version only when its key metric beats the current
 champion's, else the version is the ``challenger``. A folder registered before
 (same hash) is found, not added again. ``--report`` says which version got
@@ -47,7 +49,8 @@ def run(models: dict[str, Path], metrics_files: dict[str, Path], *, report: Path
         registry.check_model_dir(kind, folder)
     params = {f"{kind}.{what}": str(path) for what, paths in (("model", models), ("metrics", metrics_files))
               for kind, path in paths.items()}
-    params |= {f"{kind}.key_metric": "|".join(registry.KINDS[kind].metrics) for kind in models}
+    kinds = registry.kinds()
+    params |= {f"{kind}.key_metric": "|".join(kinds[kind].metrics) for kind in models}
     with tracking.stage_run("register", params=params, params_file=params_file):
         result = {}
         for kind, folder in models.items():
@@ -67,14 +70,15 @@ def run(models: dict[str, Path], metrics_files: dict[str, Path], *, report: Path
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="hashed into the pipeline run id")
-    for kind in registry.KINDS:
+    kinds = registry.kinds()
+    for kind in kinds:
         parser.add_argument(f"--{kind}", type=Path, default=Path(f"models/{kind}"), help="model folder")
         parser.add_argument(f"--{kind}-metrics", type=Path, default=Path(f"metrics/{kind}.json"),
                             help="its metrics JSON")
     parser.add_argument("--report", type=Path, default=Path("reports/register.json"))
     args = parser.parse_args(argv)
-    models = {kind: getattr(args, kind) for kind in registry.KINDS}
-    metrics_files = {kind: getattr(args, f"{kind}_metrics") for kind in registry.KINDS}
+    models = {kind: getattr(args, kind) for kind in kinds}
+    metrics_files = {kind: getattr(args, f"{kind}_metrics") for kind in kinds}
     run(models, metrics_files, report=args.report, params_file=args.params)
 
 

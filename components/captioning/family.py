@@ -105,4 +105,5 @@ CAPTIONER = Family(
     tags=tags,
     evaluate="components.captioning.evaluation:evaluate",
     eval_outputs=("predictions",),
+    registration="components.registry:CAPTIONER",
 )

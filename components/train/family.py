@@ -20,7 +20,9 @@ read the spec and never branch on a family's name:
    which the stage writes, with the curves, and logs to MLflow;
 5. the ``evaluate`` stage hands ``evaluate(evaluation)`` the training outputs
    named in ``eval_outputs`` and gets the family's metrics
-   (``metrics/<name>.json``) and its sections of the HTML report.
+   (``metrics/<name>.json``) and its sections of the HTML report;
+6. the ``register`` stage registers the model folder as ``registration`` says
+   and judges it by that key metric of ``metrics/<name>.json``.
 
 Nothing here imports Ray or MLflow: a spec is plain data and functions.
 """
@@ -117,6 +119,9 @@ class Family:
             order). A name, not the function: the training stage does not import
             evaluation code, so a change there does not rerun training (DVC deps).
         eval_outputs: The training outputs ``evaluate`` reads (``("predictions",)``).
+        registration: ``"module:attribute"`` of its ``components.registry.ModelKind``
+            (registered name, pyfunc, key metric and direction): the ``register``
+            stage logs its model folder and moves ``champion``. None: not registered.
     """
 
     name: str
@@ -130,6 +135,7 @@ class Family:
     tags: Callable[[Mapping[str, Path]], dict[str, str]] | None = None
     evaluate: str | None = None
     eval_outputs: tuple[str, ...] = ()
+    registration: str | None = None
 
     @property
     def stage(self) -> str:

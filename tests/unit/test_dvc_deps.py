@@ -5,9 +5,9 @@ rerun when that file changes: ``dvc repro`` would keep a result of old code.
 The closure is :func:`components.fingerprint.import_closure`, the same one
 that names a training run's code identity. The generic train stage
 (``python -m pipelines.train --family NAME``) imports its family's module by
-name (:mod:`components.families`), so that module's closure counts too; a
-stage module that imports the registry itself and has no ``--family``
-(``evaluate``) counts every family's spec and evaluation modules.
+name (:mod:`components.families`, ``families.get``), so that module's closure
+counts too; a stage that loads specs with no ``--family`` (``evaluate``,
+``register``) counts every family's spec and evaluation modules.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from components import families
-from components.fingerprint import _imported_modules, import_closure
+from components.fingerprint import import_closure
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -34,7 +34,7 @@ def _closure(cmd: str) -> set[Path]:
     registry, that of its ``--family`` or, without one, of every registered family."""
     words = cmd.split()
     closure = set(import_closure(_module(cmd), ROOT))
-    if "components.families" in _direct_imports(_module(cmd)):  # it imports family specs by name
+    if any(_loads_specs(ROOT / p) for p in closure):  # it imports family specs by name
         if "--family" in words:  # a training stage: the family's spec (not its evaluation)
             modules = [families.module_of(words[words.index("--family") + 1])]
         else:
@@ -44,8 +44,9 @@ def _closure(cmd: str) -> set[Path]:
     return closure
 
 
-def _direct_imports(module: str) -> set[str]:
-    return _imported_modules(ROOT, ROOT.joinpath(*module.split(".")).with_suffix(".py"))
+def _loads_specs(path: Path) -> bool:
+    """Whether a file imports family specs through the registry (which no import statement shows)."""
+    return path.suffix == ".py" and "families.get(" in path.read_text()
 
 
 def _covered(path: Path, deps: list[str]) -> bool:

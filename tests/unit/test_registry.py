@@ -66,7 +66,7 @@ def test_decide_without_a_metric_or_a_champion():
 
 
 def test_key_metric_takes_the_first_finite_number():
-    names = registry.KINDS["gan"].metrics
+    names = registry.kinds()["gan"].metrics
     assert key_metric({"fid": 12.5, "kid": 0.1}, names) == KeyMetric("fid", 12.5)
     assert key_metric({"fid": None, "kid": 0.1}, names) == KeyMetric("kid", 0.1)
     assert key_metric({"fid": float("nan"), "inception_score": None}, names) is None
@@ -144,7 +144,7 @@ def _write_metrics(store: Path, **metrics: dict) -> dict[str, Path]:
 
 def _stage_args(store: Path, metrics: dict[str, Path]) -> list[str]:
     args = ["--report", str(store / "reports" / "register.json")]
-    for kind in registry.KINDS:
+    for kind in registry.kinds():
         args += [f"--{kind}", str(store / kind), f"--{kind}-metrics", str(metrics[kind])]
     return args
 
@@ -207,7 +207,7 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri(store, monkeypatc
     uri = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     metrics = _write_metrics(store, captioner={}, vae={}, gan={})
-    for kind in registry.KINDS:
+    for kind in registry.kinds():
         getattr(fixtures_models, f"{kind}_dir")(store / kind)
     start = time.perf_counter()
     with pytest.raises(SystemExit) as exit_info:
