@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib.util
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -85,10 +86,34 @@ def import_closure(module: str, root: str | Path = PROJECT_ROOT) -> list[Path]:
     return sorted(p.relative_to(root) for p in seen)
 
 
+def _outside_module(module: str, root: Path) -> tuple[Path, list[Path]]:
+    """A module outside the project (a plug-in family, a test's toy family): its file, and the
+    closure of the project modules it imports (absolute imports only)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        raise FileNotFoundError(f"no module {module} under {root}, nor an importable source file")
+    path = Path(spec.origin)
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            imported.add(node.module)
+            imported.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from pkg import mod`
+    closure = {rel for name in imported if name.split(".")[0] in PACKAGES and _module_file(root, name)
+               for rel in import_closure(name, root)}
+    return path, sorted(closure)
+
+
 @functools.cache
 def _fingerprint(module: str, root: Path) -> str:
     digest = hashlib.sha256()
-    for rel in import_closure(module, root):
+    if _module_file(root, module) is None:
+        path, closure = _outside_module(module, root)
+        digest.update(module.encode() + b"\0" + path.read_bytes() + b"\0")
+    else:
+        closure = import_closure(module, root)
+    for rel in closure:
         digest.update(rel.as_posix().encode() + b"\0")
         digest.update((root / rel).read_bytes() + b"\0")
     return digest.hexdigest()[:16]
@@ -96,6 +121,9 @@ def _fingerprint(module: str, root: Path) -> str:
 
 def code_fingerprint(module: str, root: str | Path = PROJECT_ROOT) -> str:
     """16 hex digits of SHA-256 over the path and bytes of every file of :func:`import_closure`.
+
+    A module outside the project (a model family living in another package)
+    counts with its own file and the closure of the project modules it imports.
 
     Cached per process: a stage hashes its code once.
     """

@@ -70,3 +70,25 @@ def test_run_name_includes_the_loops_code(monkeypatch):
     assert name != stable_run_name("vae", train_loop_per_worker_vae, {"lr": 2})
     monkeypatch.setattr(ray_trainer, "code_fingerprint", lambda module: "other code")
     assert name != stable_run_name("vae", train_loop_per_worker_vae, {"lr": 1})
+
+
+def test_a_module_outside_the_project_counts_with_its_file_and_the_project_code_it_imports(tmp_path, monkeypatch):
+    """A model family living outside components/ (a plug-in, a test's toy family) still has a code identity."""
+    root = _project(tmp_path / "project")
+    plugin = tmp_path / "plugins" / "plugin_family.py"
+    plugin.parent.mkdir()
+    plugin.write_text("from components.a import fit\n\ndef loop(config): ...\n")
+    monkeypatch.syspath_prepend(str(plugin.parent))
+    first = code_fingerprint("plugin_family", root)
+    from components import fingerprint
+
+    fingerprint._fingerprint.cache_clear()
+    (root / "components/a/loss.py").write_text("K = 5.0\n")  # project code it imports, transitively
+    assert code_fingerprint("plugin_family", root) != first
+    fingerprint._fingerprint.cache_clear()
+    second = code_fingerprint("plugin_family", root)
+    plugin.write_text("from components.a import fit\n\ndef loop(config): return 1\n")  # its own file
+    fingerprint._fingerprint.cache_clear()
+    assert code_fingerprint("plugin_family", root) != second
+    with pytest.raises(FileNotFoundError, match="no module nowhere_family"):
+        code_fingerprint("nowhere_family", root)

@@ -1,0 +1,95 @@
+"""A toy model family, as README §Adding a model family walks through it: one learnable colour.
+
+The model is the RGB colour closest (mean squared error) to every pixel of the
+training images; the loop fits it with Adam, one step per epoch. Everything a
+family needs is here: its params group, a loop on a ``Session``, an export,
+an evaluation and a registry kind. ``test_toy_family.py`` registers it and runs
+it through the real train, evaluate and register stages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import torch
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from components.data.folders import PreparedDir
+from components.generative.data import image_splits, load_images
+from components.io import atomic_dir, short_sha256, write_json
+from components.registry import ModelKind
+from components.train.config import ScalingParams
+from components.train.family import Family
+from components.train.session import RaySession
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyTrain:
+    epochs: int
+    lr: float
+    image_size: int
+    threads_per_worker: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainToyConfig:  # params.yaml: train_toy: {model: {}, train: {...}, scaling: {...}}
+    model: dict[str, int]
+    train: ToyTrain
+    scaling: ScalingParams
+
+
+def _pixels(paths: list[str], size: int) -> torch.Tensor:
+    return load_images(paths, size=size).permute(0, 2, 3, 1).reshape(-1, 3).float() / 255  # (P, 3)
+
+
+def loop(config: dict) -> None:  # train_loop_per_worker: one Adam step on the colour per epoch
+    session, cfg = RaySession(), config["train"]
+    pixels = _pixels(config["train_paths"], cfg.image_size)
+    colour = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.Adam([colour], lr=cfg.lr)
+    state = session.restore() or {"epoch": -1, "history": [], "colour": colour.detach().clone()}
+    colour.data.copy_(state["colour"])
+    for epoch in range(state["epoch"] + 1, cfg.epochs):
+        loss = ((pixels - colour) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        state["colour"] = colour.detach().clone()
+        session.end_epoch(state, {"epoch": epoch, "mse": float(loss)}, checkpoint=lambda: dict(state))
+
+
+def export(cfg: TrainToyConfig, state: dict, trained) -> dict:
+    with atomic_dir(trained.outputs["model"]) as tmp:
+        torch.save(state["colour"], tmp / "colour.pt")
+        write_json(tmp / "config.json", {"kind": "toy", "ray_run": trained.run_name})
+    return {"epochs_run": len(state["history"]), "train_mse": state["history"][-1]["mse"]}
+
+
+def evaluate(evaluation) -> tuple[dict, list]:
+    colour = torch.load(evaluation.outputs["model"] / "colour.pt", weights_only=True)
+    paths = image_splits(evaluation.prepared)[evaluation.cfg.split]
+    return {"test_mse": float(((_pixels(paths, 16) - colour) ** 2).mean())}, []
+
+
+class ToyModel(mlflow.pyfunc.PythonModel):  # serving: the colour, whatever is asked
+    def load_context(self, context) -> None:
+        self.colour = torch.load(Path(context.artifacts["model_dir"]) / "colour.pt", weights_only=True)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return pd.DataFrame([self.colour.tolist()] * len(model_input), columns=["r", "g", "b"])
+
+
+KIND = ModelKind("capsynth-toy", ToyModel, ("test_mse",), False,
+                 ModelSignature(inputs=Schema([ColSpec("long", "n")]),
+                                outputs=Schema([ColSpec("double", c) for c in "rgb"])),
+                 lambda: pd.DataFrame({"n": [1]}))
+TOY = Family(name="toy", loop=loop, inputs={"prepared": "data/prepared"}, outputs={},
+             loop_config=lambda cfg, inputs: {"train_paths": image_splits(inputs["prepared"])["train"],
+                                              "train": cfg.train},
+             data_version=lambda inputs: {"data_hash": short_sha256(PreparedDir(inputs["prepared"]).images)},
+             export=export, curve_keys=("epoch", "mse"), evaluate="toy_family:evaluate",
+             eval_outputs=("model",), registration="toy_family:KIND")
