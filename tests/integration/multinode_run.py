@@ -35,7 +35,8 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from components import families, tracking  # noqa: E402
 from components.train.ray_trainer import fit  # noqa: E402
 from pipelines import features as features_stage  # noqa: E402
-from pipelines import prepare, train  # noqa: E402
+from pipelines import prepare  # noqa: E402
+from pipelines import train as train_stage  # noqa: E402
 from pipelines.config import load_params  # noqa: E402
 
 
@@ -56,13 +57,13 @@ def train(family: str, work: Path) -> dict:
         features = work / "data" / "features"
         features_stage.run(params.features, prepared, features, progress=False)
         cfg = two_workers(params.train_captioner, epochs=3, early_stopping_patience=0)
-        trainer = train.build_trainer(families.get("captioner"), cfg,
+        trainer = train_stage.build_trainer(families.get("captioner"), cfg,
                                       inputs={"prepared": prepared, "features": features},
                                       storage=work / "ray_results", run_name="multinode", logger=None,
                                       on_step=ddp_checks.captioner_ranks_in_sync)
     else:
         cfg = two_workers(params.train_gan, epochs=3, batch_size=8)
-        trainer = train.build_trainer(families.get("gan"), cfg, inputs={"prepared": prepared},
+        trainer = train_stage.build_trainer(families.get("gan"), cfg, inputs={"prepared": prepared},
                                       storage=work / "ray_results", run_name="multinode", logger=None,
                                       on_step=ddp_checks.gan_ranks_in_sync)
     state = fit(trainer)
@@ -97,7 +98,7 @@ def train_through_a_node_kill(work: Path, cluster: Cluster) -> dict:
     run_id = client.create_run(client.create_experiment("node-kill")).info.run_id
     logger = tracking.RunLogger(run_id, tracking.tracking_uri())
     cfg = two_workers(params.train_gan, max_failures=1, epochs=5, batch_size=8)
-    trainer = train.build_trainer(families.get("gan"), cfg, inputs={"prepared": prepared},
+    trainer = train_stage.build_trainer(families.get("gan"), cfg, inputs={"prepared": prepared},
                                   storage=work / "ray_results", run_name="node-kill", logger=logger)
     killed: list[float] = []
 
