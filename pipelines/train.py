@@ -14,7 +14,8 @@ code, the params and the data version, so only an identical run resumes
 (``TorchTrainer``, DDP over ``scaling.num_workers``) inside the stage's
 MLflow run, which gets every epoch once; then the family's export of the
 final state, the metrics JSON and the curves CSV, all written atomically and
-logged to MLflow. A run that fails for good (a non-finite loss after its
+logged to MLflow. Identical runs started at once (two queued experiments)
+train one after the other (:func:`run_lock`). A run that fails for good (a non-finite loss after its
 restarts) stops the stage with the error and where the last good checkpoint
 is.
 """
@@ -22,19 +23,29 @@ is.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import logging
+import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from components import families, tracking
+from components import families, tracking, workspace
 from components.config import flatten, to_dict
 from components.io import atomic_file, write_json
 from components.ray_adapter import init_ray
 from components.train.family import Family, Trained
-from components.train.ray_trainer import ScalingSpec, TrainingFailed, fit, make_trainer, stable_run_name
+from components.train.ray_trainer import (
+    STORAGE_ENV,
+    ScalingSpec,
+    TrainingFailed,
+    fit,
+    make_trainer,
+    stable_run_name,
+)
 from pipelines.common import StageFailed, stage_main
 from pipelines.config import load_params
 
@@ -68,6 +79,33 @@ def last_checkpoint(storage: Path, run_name: str) -> Path | None:
     """The newest checkpoint folder of a run (``<storage>/<run>/epoch-NNNN``), if any."""
     found = sorted((storage / run_name).glob("epoch-*"))
     return found[-1] if found else None
+
+
+@contextlib.contextmanager
+def run_lock(storage: Path | str, run_name: str) -> Iterator[None]:
+    """Hold ``<storage>/<run_name>.lock`` while the run trains: identical runs go one after the other.
+
+    Two DVC experiments at once (``dvc queue start -j 2``) may both need the
+    same training run (same code, params and data: one Ray run folder). Run
+    together, each one's checkpoint pruning deletes the other's checkpoints;
+    in turn, the second resumes the first's finished run and trains nothing.
+    Local storage only (a shared URI is the cluster's business).
+    """
+    if "://" in str(storage):
+        yield
+        return
+    root = Path(workspace.resolve(storage))
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{run_name}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s: an identical run is training; waiting for it to finish", run_name)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def train_on_ray(family: Family, cfg: Any, *, inputs: Mapping[str, Path], storage: Path, run_name: str,
@@ -121,7 +159,9 @@ def run(family: Family, cfg: Any, *, inputs: Mapping[str, Path], outputs: Mappin
     init_ray()
     with tracking.training_run(family.stage, ray_run=run_name, params=flatten(to_dict(cfg)),
                                params_file=params_file, tags=family.run_tags(inputs, version)) as logger:
-        state, seconds = train_on_ray(family, cfg, inputs=inputs, storage=storage, run_name=run_name, logger=logger)
+        with run_lock(os.environ.get(STORAGE_ENV) or storage, run_name):
+            state, seconds = train_on_ray(family, cfg, inputs=inputs, storage=storage, run_name=run_name,
+                                          logger=logger)
         log.info("%s: trained %d epochs in %.0f s", family.name, len(state["history"]), seconds)
         metrics = family.export(cfg, state, Trained(run_name, seconds, version, inputs, outputs))
         write_json(outputs["metrics"], metrics)

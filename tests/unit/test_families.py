@@ -93,3 +93,29 @@ def test_report_sections_of_one_id_merge_in_first_appearance_order():
     merged = merge_sections([Section("captions", "Captions", "c"), Section("samples", "Samples", "v"),
                              Section("interpolations", "Interpolations", "vi"), Section("samples", "Samples", "g")])
     assert [(s.id, s.body) for s in merged] == [("captions", "c"), ("samples", "vg"), ("interpolations", "vi")]
+
+
+def test_identical_runs_train_one_after_the_other(tmp_path):
+    """Two experiments needing the same Ray run: the second waits for the first's lock."""
+    import threading
+    import time
+
+    order = []
+
+    def run(tag: str, hold: float) -> None:
+        with train.run_lock(tmp_path, "gan-abc"):
+            order.append(f"{tag} in")
+            time.sleep(hold)
+            order.append(f"{tag} out")
+
+    first = threading.Thread(target=run, args=("a", 0.5))
+    first.start()
+    time.sleep(0.1)
+    second = threading.Thread(target=run, args=("b", 0.0))
+    second.start()
+    first.join()
+    second.join()
+    assert order == ["a in", "a out", "b in", "b out"]
+    with train.run_lock(tmp_path, "gan-other"):  # another run does not wait
+        with train.run_lock(tmp_path, "vae-abc"):
+            pass
