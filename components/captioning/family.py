@@ -51,9 +51,8 @@ def data_version(inputs: Mapping[str, Path]) -> dict[str, str]:
             "captions": short_sha256(PreparedDir(prepared).captions)}
 
 
-def tags(inputs: Mapping[str, Path]) -> dict[str, str]:
-    """MLflow tags: the backbone, and the hashes of the features and the captions."""
-    version = data_version(inputs)
+def tags(inputs: Mapping[str, Path], version: Mapping[str, str]) -> dict[str, str]:
+    """MLflow tags: the backbone, and the hashes (from the data version) of the features and the captions."""
     return {"backbone": read_meta(inputs["features"]).get("backbone", ""), "features_hash": version["features_meta"],
             "data_hash": version["captions"]}
 

@@ -111,8 +111,8 @@ class Family:
         export: ``(cfg, state, trained) -> metrics``: writes the model folder
             and the family's outputs from the last checkpoint's state.
         curve_keys: Columns of the per-epoch curves CSV, from the history rows.
-        tags: ``inputs -> {tag: value}``: the MLflow tags of the stage run;
-            None: the data version is the tags.
+        tags: ``(inputs, data version) -> {tag: value}``: the MLflow tags of
+            the stage run; None: the data version is the tags.
         evaluate: ``"module:function"`` of its ``evaluation -> (metrics, sections)``:
             the family's held-out metrics and its ``components.report.Section``
             list (a section id several families use is one section, in registry
@@ -132,7 +132,7 @@ class Family:
     data_version: Callable[[Mapping[str, Path]], dict[str, str]]
     export: Callable[[Any, dict[str, Any], Trained], dict[str, Any]]
     curve_keys: tuple[str, ...]
-    tags: Callable[[Mapping[str, Path]], dict[str, str]] | None = None
+    tags: Callable[[Mapping[str, Path], Mapping[str, str]], dict[str, str]] | None = None
     evaluate: str | None = None
     eval_outputs: tuple[str, ...] = ()
     registration: str | None = None
@@ -144,7 +144,7 @@ class Family:
 
     def run_tags(self, inputs: Mapping[str, Path], version: Mapping[str, str]) -> dict[str, str]:
         """The stage run's MLflow tags (:attr:`tags`, else the data version)."""
-        return dict(self.tags(inputs)) if self.tags is not None else dict(version)
+        return dict(self.tags(inputs, version)) if self.tags is not None else dict(version)
 
     def evaluator(self) -> Callable[[Evaluation], tuple[dict[str, Any], list[Any]]]:
         """The function named by :attr:`evaluate` (imported now)."""
