@@ -20,8 +20,8 @@ import dataclasses
 import importlib
 from typing import Any
 
-from components.captioning.config import TrainCaptionerConfig
-from components.generative.config import TrainGANConfig, TrainVAEConfig
+from components.captioning.config import CaptionerParams
+from components.generative.config import GANParams, VAEParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,9 +33,9 @@ class Entry:
 
 
 FAMILIES: dict[str, Entry] = {
-    "captioner": Entry(TrainCaptionerConfig, "components.captioning.family:CAPTIONER"),
-    "vae": Entry(TrainVAEConfig, "components.generative.family:VAE"),
-    "gan": Entry(TrainGANConfig, "components.generative.family:GAN"),
+    "captioner": Entry(CaptionerParams, "components.captioning.family:CAPTIONER"),
+    "vae": Entry(VAEParams, "components.generative.family:VAE"),
+    "gan": Entry(GANParams, "components.generative.family:GAN"),
 }
 
 

@@ -287,14 +287,19 @@ def find_version(client, name: str, weights_sha256: str):
 
 
 def check_model_dir(kind: str, model_dir: str | os.PathLike) -> Path:
-    """``model_dir`` as a Path, if it is a model folder (has a ``config.json``).
+    """``model_dir`` as a Path, if it is a model folder of family ``kind`` (:mod:`components.model_folder`).
 
     Raises:
         FileNotFoundError: It is not, naming the stage that writes it.
+        ValueError: A folder of another family or format.
     """
+    from components.model_folder import read_model_folder
+
     model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir} is not a model folder: no config.json (run train_{kind})")
+    try:
+        read_model_folder(model_dir, family=kind)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err} (run train_{kind})") from None
     return model_dir
 
 

@@ -18,20 +18,14 @@ import tempfile
 from pathlib import Path
 
 from components.captioning.inference import Captioner
-from components.captioning.io import CONFIG_FILE, FORMAT_VERSION
-from components.io import find_json_dir
+from components.captioning.io import FAMILY
+from components.model_folder import find_model_folder
 from pipelines.common import stage_main
 
 
 def find_model_dir(root: Path) -> Path:
     """The caption model folder under ``root`` (itself included), e.g. inside a downloaded MLflow model."""
-    found = find_json_dir(root, CONFIG_FILE,
-                          lambda meta: meta.get("format_version") == FORMAT_VERSION and "model" in meta
-                          and "kind" not in meta)
-    if found is None:
-        raise FileNotFoundError(f"{root} holds no caption model folder ({CONFIG_FILE} with a 'model' config): "
-                                "train a captioner first (dvc repro)")
-    return found
+    return find_model_folder(root, FAMILY)
 
 
 def write_captions(images: list[Path], model_dir: Path, *, beam_size: int) -> None:

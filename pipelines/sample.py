@@ -17,26 +17,21 @@ import math
 import tempfile
 from pathlib import Path
 
-from components.generative.io import CONFIG_FILE, load_generator
+from components.generative.io import load_generator
 from components.generative.models import MODELS
 from components.generative.sampling import image_grid, sample
-from components.io import atomic_file, find_json_dir
+from components.io import atomic_file
+from components.model_folder import find_model_folder
 from pipelines.common import stage_main
 
 
 def find_model_dir(root: Path) -> Path:
-    """The folder under ``root`` (itself included) that holds a generative model's ``config.json``."""
-    found = find_json_dir(root, CONFIG_FILE, lambda meta: meta.get("kind") in MODELS and "format_version" in meta)
-    if found is not None:
-        return found
-    raise FileNotFoundError(f"{root} holds no VAE/GAN model folder (a {CONFIG_FILE} with a 'kind' of "
-                            f"{', '.join(sorted(MODELS))})")
+    """The VAE or GAN model folder under ``root`` (itself included), e.g. inside a downloaded MLflow model."""
+    return find_model_folder(root, MODELS)
 
 
 def write_samples(model_dir: Path, out: Path, *, n: int, seed: int, nrow: int | None = None) -> Path:
     """Sample ``n`` images from the model folder and write them as one PNG grid (atomically)."""
-    if not (model_dir / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{model_dir} is not a model folder: no {CONFIG_FILE}")
     model, _ = load_generator(model_dir)
     images = sample(model, n, seed)  # (n, S, S, 3) uint8
     grid = image_grid(images, nrow=nrow or math.ceil(math.sqrt(n)))

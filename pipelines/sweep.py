@@ -47,7 +47,7 @@ class SweepJob:
     """What every trial needs, picklable: the base config and a trainer factory bound to the data."""
 
     family: str
-    base: Any  # the stage's config dataclass (TrainCaptionerConfig, ...)
+    base: Any  # the stage's config dataclass (CaptionerParams, ...)
     build_trainer: Callable[..., Any]  # (stage config, *, run_name, callbacks) -> TorchTrainer
 
 

@@ -40,7 +40,6 @@ from components.ray_adapter import init_ray
 from components.train.family import Family, Trained
 from components.train.ray_trainer import (
     STORAGE_ENV,
-    ScalingSpec,
     TrainingFailed,
     fit,
     make_trainer,
@@ -67,7 +66,8 @@ def build_trainer(family: Family, cfg: Any, *, inputs: Mapping[str, Path], stora
     return make_trainer(
         family.loop,
         {**family.loop_config(cfg, inputs), **hooks},
-        scaling=ScalingSpec.from_params(cfg.scaling, cfg.train.threads_per_worker),
+        scaling=cfg.scaling,
+        cpus_per_worker=cfg.train.threads_per_worker,
         run_name=run_name,
         storage_path=str(storage),
         callbacks=callbacks,

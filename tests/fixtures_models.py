@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from components.captioning.io import save_model_dir as save_captioner_dir
-from components.captioning.models import CaptionModelConfig, build_model
+from components.captioning.models import CaptionerConfig, build_model
 from components.data.text import Vocab
 from components.features.backbones import get_spec
 from components.generative.config import GANConfig, VAEConfig
@@ -25,7 +25,7 @@ FEATURES = {"backbone": "resnet18", "weights": "random", "seed": 0, "input_size"
 def captioner_dir(path: Path, *, seed: int = 0) -> Path:
     """A caption model folder that :class:`components.captioning.inference.Captioner` loads."""
     vocab = Vocab.build([WORDS], min_word_count=1, max_caption_length=6)
-    cfg = CaptionModelConfig(architecture="show_attend_tell", cell="gru", vocab_size=len(vocab),
+    cfg = CaptionerConfig(architecture="show_attend_tell", cell="gru", vocab_size=len(vocab),
                              feature_dim=get_spec("resnet18").stage_channels(FEATURES["stage"]),
                              num_positions=FEATURES["grid_size"] ** 2, embed_dim=8, hidden_dim=16,
                              num_layers=1, dropout=0.0, attention_dim=8)
@@ -38,7 +38,7 @@ def gan_dir(path: Path, *, seed: int = 0) -> Path:
                     d_norm="batch", spectral_norm=False, n_critic=1, gp_weight=0.0, ema_decay=0.9)
     torch.manual_seed(seed)
     G, D = build_gan(cfg)
-    return save_generative_dir(path, "dcgan", {"generator": G, "generator_ema": G, "discriminator": D}, cfg)
+    return save_generative_dir(path, "gan", {"generator": G, "generator_ema": G, "discriminator": D}, cfg)
 
 
 def vae_dir(path: Path, *, seed: int = 0) -> Path:

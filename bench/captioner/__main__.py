@@ -68,19 +68,20 @@ def _ray_loop(config: dict) -> None:
     from components.train.session import RaySession
 
     data = _tiny_caption_data(config["num_images"], **config["shape"])
-    fit_captioner(RaySession(), data=data, arch=config["arch"], cfg=config["train"])
+    fit_captioner(RaySession(), data=data, model_params=config["model"], cfg=config["train"])
 
 
 def bench_train(args: argparse.Namespace) -> None:
     from components.captioning.fit import fit_captioner
     from components.features.backbones import get_spec
     from components.ray_adapter import init_ray
-    from components.train.ray_trainer import ScalingSpec, fit, make_trainer
+    from components.train.config import ScalingParams
+    from components.train.ray_trainer import fit, make_trainer
     from components.train.session import LocalSession
     from pipelines.config import load_params
 
     params = load_params(args.params)
-    arch = params.train_captioner.model  # the architecture and the optimisation the demo trains
+    model_params = params.train_captioner.model  # the architecture and the optimisation the demo trains
     cfg = dataclasses.replace(params.train_captioner.train, epochs=args.epochs, early_stopping_patience=0,
                               threads_per_worker=args.threads, fail_at_epoch=-1)
     feats = params.features  # and the feature shape of its features stage
@@ -88,7 +89,7 @@ def bench_train(args: argparse.Namespace) -> None:
     data = _tiny_caption_data(args.num_images, **shape)
     local = LocalSession()
     t0 = time.perf_counter()
-    fit_captioner(local, data=data, arch=arch, cfg=cfg)
+    fit_captioner(local, data=data, model_params=model_params, cfg=cfg)
     local_total = time.perf_counter() - t0
     torch.set_num_threads(args.threads)
 
@@ -96,9 +97,9 @@ def bench_train(args: argparse.Namespace) -> None:
     init_ray(num_cpus=max(args.threads, 1))
     history: list[dict] = []
     with tempfile.TemporaryDirectory() as storage:
-        trainer = make_trainer(_ray_loop, {"num_images": args.num_images, "shape": shape, "arch": arch, "train": cfg},
-                               scaling=ScalingSpec(num_workers=1, cpus_per_worker=args.threads, use_gpu=False,
-                                                   max_failures=0),
+        trainer = make_trainer(_ray_loop, {"num_images": args.num_images, "shape": shape, "model": model_params, "train": cfg},
+                               scaling=ScalingParams(num_workers=1, use_gpu=False, max_failures=0),
+                               cpus_per_worker=args.threads,
                                run_name="bench-captioner", storage_path=storage)
         state = fit(trainer)
         history = state["history"]
@@ -115,11 +116,11 @@ def bench_train(args: argparse.Namespace) -> None:
 
 def bench_beam(args: argparse.Namespace) -> None:
     from components.captioning.decoding import beam_search, beam_search_single
-    from components.captioning.models import CaptionModelConfig, build_model
+    from components.captioning.models import CaptionerConfig, build_model
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    cfg = CaptionModelConfig(architecture="show_attend_tell", cell="lstm", vocab_size=60, feature_dim=512,
+    cfg = CaptionerConfig(architecture="show_attend_tell", cell="lstm", vocab_size=60, feature_dim=512,
                              num_positions=16, embed_dim=128, hidden_dim=256, dropout=0.0, attention_dim=128)
     model = build_model(cfg).eval()
     grid = torch.randn(args.num_images, 16, 512)

@@ -47,7 +47,6 @@ from components.ray_adapter import init_ray
 from components.train.session import LocalSession, RaySession
 from pipelines.config import load_params
 
-KIND = {"vae": "vae", "gan": "dcgan"}
 
 
 def scenes(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -66,7 +65,7 @@ def steady(rates: list[float]) -> float:
 def run_plain(model: str, cfg: Any, images: torch.Tensor) -> list[float]:
     """pytorch/examples-style loop; returns training images/s per epoch."""
     torch.manual_seed(cfg.train.seed)
-    data = ImageTensorDataset(images, value_range=MODELS[KIND[model]].value_range)
+    data = ImageTensorDataset(images, value_range=MODELS[model].value_range)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True)
     if model == "vae":
         net = build_vae(cfg.model)
@@ -108,7 +107,8 @@ def epoch_walls(history: list[dict[str, float]]) -> list[float]:
 
 
 def bench_one(model: str, cfg: Any, train: torch.Tensor, val: torch.Tensor, threads: int) -> dict[str, Any]:
-    from components.train.ray_trainer import ScalingSpec, fit, make_trainer
+    from components.train.config import ScalingParams
+    from components.train.ray_trainer import fit, make_trainer
 
     torch.set_num_threads(threads)
     out: dict[str, Any] = {}
@@ -124,8 +124,8 @@ def bench_one(model: str, cfg: Any, train: torch.Tensor, val: torch.Tensor, thre
     init_ray(num_cpus=max(threads, os.cpu_count() or 1))
     ray_start = time.time() - start
     with tempfile.TemporaryDirectory(prefix="bench-generative-") as storage:
-        trainer = make_trainer(_ray_loop, config, scaling=ScalingSpec(num_workers=1, cpus_per_worker=threads,
-                                                                      use_gpu=False, max_failures=0),
+        trainer = make_trainer(_ray_loop, config, scaling=ScalingParams(num_workers=1, use_gpu=False, max_failures=0),
+                               cpus_per_worker=threads,
                                run_name=f"bench-{model}", storage_path=storage)
         fit_start = time.time()
         state = fit(trainer)

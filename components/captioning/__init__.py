@@ -2,9 +2,9 @@
 
 Modules:
 
-* :mod:`.config`: the params groups :class:`ArchitectureParams`, :class:`CaptionTrainConfig`
+* :mod:`.config`: the params groups :class:`CaptionerModelParams`, :class:`CaptionerTrainParams`
   (a leaf module: loading params imports no model code).
-* :mod:`.models`: :class:`CaptionModelConfig`, Show-and-Tell and
+* :mod:`.models`: :class:`CaptionerConfig`, Show-and-Tell and
   Show-Attend-and-Tell decoders, the ``MODELS`` / ``CELLS`` registries,
   :func:`build_model`.
 * :mod:`.losses`: masked (label-smoothed) cross-entropy, the doubly stochastic

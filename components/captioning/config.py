@@ -15,7 +15,7 @@ from components.train.config import ScalingParams
 
 
 @dataclasses.dataclass(frozen=True)
-class ArchitectureParams:
+class CaptionerModelParams:
     """The architecture keys of ``params.yaml``; the data supplies the rest."""
 
     architecture: Literal["show_tell", "show_attend_tell"]
@@ -30,7 +30,7 @@ class ArchitectureParams:
 
 
 @dataclasses.dataclass(frozen=True)
-class CaptionTrainConfig:
+class CaptionerTrainParams:
     """Optimisation keys of ``params.yaml`` (``train_captioner.train``)."""
 
     epochs: int
@@ -62,10 +62,10 @@ class DecodeParams:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainCaptionerConfig:
+class CaptionerParams:
     """``train_captioner`` stage: cached features + captions → a caption model."""
 
-    model: ArchitectureParams
-    train: CaptionTrainConfig
+    model: CaptionerModelParams
+    train: CaptionerTrainParams
     decode: DecodeParams
     scaling: ScalingParams

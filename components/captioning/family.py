@@ -22,7 +22,7 @@ import numpy as np
 from components.captioning.data import load_caption_data
 from components.captioning.fit import decode_split, train_loop_per_worker
 from components.captioning.io import save_model_dir
-from components.captioning.models import CaptionModelConfig, build_model
+from components.captioning.models import CaptionerConfig, build_model
 from components.data.folders import PreparedDir
 from components.data.synthetic import read_scenes
 from components.features.store import FeaturesDir, read_meta
@@ -40,7 +40,7 @@ FEATURE_RECORD = ("backbone", "weights", "weights_source", "weights_sha256", "se
 def loop_config(cfg: Any, inputs: Mapping[str, Path]) -> dict[str, Any]:
     """The workers' config: absolute input folders, the model and train params."""
     return {"features_dir": str(inputs["features"].resolve()), "prepared_dir": str(inputs["prepared"].resolve()),
-            "arch": cfg.model, "train": cfg.train}
+            "model": cfg.model, "train": cfg.train}
 
 
 def data_version(inputs: Mapping[str, Path]) -> dict[str, str]:
@@ -61,7 +61,7 @@ def export(cfg: Any, state: dict[str, Any], trained: Trained) -> dict[str, Any]:
     """Write the best model's folder and the val/test predictions; return the training summary."""
     prepared, features = trained.inputs["prepared"], trained.inputs["features"]
     meta = read_meta(features)
-    model_cfg = CaptionModelConfig.from_dict(state["model_config"])
+    model_cfg = CaptionerConfig.from_dict(state["model_config"])
     model = build_model(model_cfg)
     model.load_state_dict(state["best_model"])
     data = load_caption_data(features, prepared)

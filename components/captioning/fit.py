@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from components.captioning.config import ArchitectureParams, CaptionTrainConfig
+from components.captioning.config import CaptionerModelParams, CaptionerTrainParams
 from components.captioning.data import CaptionData, SplitCaptions, load_caption_data
 from components.captioning.decoding import beam_search, greedy_decode
 from components.captioning.losses import LossConfig
-from components.captioning.models import CaptionModelConfig, build_model
+from components.captioning.models import CaptionerConfig, build_model
 from components.captioning.train import CaptionDataset, collate_captions, evaluate_loss, train_step
 from components.metrics.captions import quick_scores
 from components.train.guard import guard
@@ -92,7 +92,7 @@ def decode_split(model: torch.nn.Module, data: CaptionData, split: SplitCaptions
     return captions, attention
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, cfg: CaptionTrainConfig):
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: CaptionerTrainParams):
     schedules = {
         "constant": lambda: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
         "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1)),
@@ -105,8 +105,8 @@ def fit_captioner(
     session: Session,
     *,
     data: CaptionData,
-    arch: ArchitectureParams,
-    cfg: CaptionTrainConfig,
+    model_params: CaptionerModelParams,
+    cfg: CaptionerTrainParams,
     storage_dir: str = "",
     on_step: Callable[[torch.nn.Module, int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def fit_captioner(
     Args:
         session: Where it runs (Ray Train worker or this process).
         data: Features, vocab and captions per split (train and val needed).
-        arch: The architecture params.
+        model_params: The ``model`` params group (the data gives vocab, feature and grid sizes).
         cfg: The optimisation params.
         storage_dir: The run's storage folder (failure-injection flags).
         on_step: Test hook called after every step with ``(model, epoch, step in the epoch)``
@@ -128,8 +128,8 @@ def fit_captioner(
     torch.set_num_threads(max(cfg.threads_per_worker, 1))
     torch.manual_seed(cfg.seed)
     device = session.device
-    model_cfg = CaptionModelConfig(vocab_size=len(data.vocab), feature_dim=data.feature_dim,
-                                   num_positions=data.num_positions, **dataclasses.asdict(arch))
+    model_cfg = CaptionerConfig(vocab_size=len(data.vocab), feature_dim=data.feature_dim,
+                                   num_positions=data.num_positions, **dataclasses.asdict(model_params))
     model = session.prepare_model(build_model(model_cfg))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(optimizer, cfg)
@@ -214,10 +214,10 @@ def fit_captioner(
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """``TorchTrainer`` entry point. ``config``: paths, ``arch``, ``train``, ``storage_dir``,
+    """``TorchTrainer`` entry point. ``config``: paths, ``model``, ``train``, ``storage_dir``,
     and an optional ``on_step`` test hook."""
     data = load_caption_data(config["features_dir"], config["prepared_dir"])
-    fit_captioner(RaySession(), data=data, arch=config["arch"], cfg=config["train"],
+    fit_captioner(RaySession(), data=data, model_params=config["model"], cfg=config["train"],
                   storage_dir=config["storage_dir"], on_step=config.get("on_step"))
 
 

@@ -24,7 +24,7 @@ Two interfaces, one set of weights:
   its attention projection); beam search, which only reorders beams of the
   same image, leaves them in place.
 
-Models are built from a :class:`CaptionModelConfig` by :func:`build_model`
+Models are built from a :class:`CaptionerConfig` by :func:`build_model`
 through the :data:`MODELS` registry; the recurrent cell comes from
 :data:`CELLS`.
 """
@@ -47,7 +47,7 @@ State = tuple[Tensor, ...]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class CaptionModelConfig:
+class CaptionerConfig:
     """Everything needed to rebuild a caption model (saved as ``config.json``).
 
     Attributes:
@@ -105,7 +105,7 @@ class CaptionModelConfig:
         return config_lib.to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<model config>") -> CaptionModelConfig:
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<model config>") -> CaptionerConfig:
         """Strict inverse of :meth:`to_dict`: an unknown, missing or mistyped key is an error.
 
         Raises:
@@ -210,7 +210,7 @@ class CaptionModel(nn.Module):
     """How many trailing state tensors are per-image constants (encoder memory)."""
     uses_attention: ClassVar[bool] = False
 
-    def __init__(self, cfg: CaptionModelConfig) -> None:
+    def __init__(self, cfg: CaptionerConfig) -> None:
         super().__init__()
         self.config = cfg
 
@@ -291,7 +291,7 @@ class ShowTell(CaptionModel):
     Output ``p_t = softmax(W_o h_t)``.
     """
 
-    def __init__(self, cfg: CaptionModelConfig) -> None:
+    def __init__(self, cfg: CaptionerConfig) -> None:
         super().__init__(cfg)
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=Vocab.pad_id)
         self.image_proj = nn.Linear(cfg.feature_dim, cfg.embed_dim)
@@ -397,7 +397,7 @@ class ShowAttendTell(CaptionModel):
     num_static_state = 2  # (memory (B, P, C), keys (B, P, A))
     uses_attention = True
 
-    def __init__(self, cfg: CaptionModelConfig) -> None:
+    def __init__(self, cfg: CaptionerConfig) -> None:
         super().__init__(cfg)
         self.encoder = GridEncoder(feature_dim=cfg.feature_dim, num_positions=cfg.num_positions,
                                    layers=cfg.grid_layers, position_embedding=cfg.position_embedding)
@@ -444,12 +444,12 @@ class ShowAttendTell(CaptionModel):
 MODELS: dict[str, type[CaptionModel]] = {"show_tell": ShowTell, "show_attend_tell": ShowAttendTell}
 
 
-def build_model(cfg: CaptionModelConfig) -> CaptionModel:
+def build_model(cfg: CaptionerConfig) -> CaptionModel:
     """A freshly initialised model of ``cfg.architecture`` (see :data:`MODELS`)."""
     return MODELS[cfg.architecture](cfg)
 
 
 __all__ = [
-    "CELLS", "MODELS", "AdditiveAttention", "CaptionModel", "CaptionModelConfig", "CaptionOutput",
+    "CELLS", "MODELS", "AdditiveAttention", "CaptionModel", "CaptionerConfig", "CaptionOutput",
     "GRUCore", "LSTMCore", "RecurrentCore", "ShowAttendTell", "ShowTell", "State", "build_model",
 ]

@@ -2,7 +2,7 @@
 
 Modules (no Ray, no MLflow, no I/O at import):
 
-``config``       ``VAEConfig``, ``GANConfig``, ``VAETrainConfig``, ``GANTrainConfig``
+``config``       ``VAEConfig``, ``GANConfig``, ``VAETrainParams``, ``GANTrainParams``
                  (frozen, strict; a leaf module: no torch, no model code).
 ``models``       ``build_vae``, ``build_gan``, the ``MODELS`` registry.
 ``vae``          ``Encoder``, ``Decoder``, likelihoods, ``VAE``, ELBO terms, IWAE.

@@ -153,7 +153,7 @@ def _check_train_common(name: str, cfg: Any) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class VAETrainConfig:
+class VAETrainParams:
     """Optimisation keys of ``train_vae.train`` in ``params.yaml``."""
 
     epochs: int
@@ -176,7 +176,7 @@ class VAETrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class GANTrainConfig:
+class GANTrainParams:
     """Optimisation keys of ``train_gan.train`` in ``params.yaml``."""
 
     epochs: int
@@ -200,18 +200,18 @@ class GANTrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainVAEConfig:
+class VAEParams:
     """``train_vae`` stage: prepared images → a VAE (``models/vae``), samples, ELBO."""
 
     model: VAEConfig
-    train: VAETrainConfig
+    train: VAETrainParams
     scaling: ScalingParams
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainGANConfig:
+class GANParams:
     """``train_gan`` stage: prepared images → a DCGAN (``models/gan``), samples, diagnostics."""
 
     model: GANConfig
-    train: GANTrainConfig
+    train: GANTrainParams
     scaling: ScalingParams

@@ -4,7 +4,7 @@ The datasets are small (the synthetic one: 3000 images at 64 px, 37 MB as
 uint8), so the whole split is decoded once with
 ``components.data.images.load_rgb`` (RGB, resized) and kept as
 ``(N, 3, H, W)`` uint8; items are converted to float on access, in the range
-the model expects (``MODELS[kind].value_range``: ``(0, 1)`` for the VAE,
+the model expects (``MODELS[family].value_range``: ``(0, 1)`` for the VAE,
 ``(-1, 1)`` for the GAN).
 """
 

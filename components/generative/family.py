@@ -154,7 +154,7 @@ def export_gan(cfg: Any, state: dict[str, Any], trained: Trained) -> dict[str, A
         "colour_hist_distance_real": colour_distance(val_real.permute(0, 2, 3, 1).numpy(), real),
     }
     with atomic_dir(trained.outputs["model"]) as tmp:
-        save_model_dir(tmp, "dcgan", {"generator": G, "generator_ema": G_ema, "discriminator": D}, cfg.model,
+        save_model_dir(tmp, "gan", {"generator": G, "generator_ema": G_ema, "discriminator": D}, cfg.model,
                        extra={"ray_run": trained.run_name, "data_hash": trained.data_version["data_hash"],
                               "epochs": len(state["history"]), "steps": state["step"],
                               "metrics": without_wall_clock(metrics)})

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from components.config import to_dict
 from components.generative.augment import AUGMENTATIONS
 from components.generative.common import unwrap
-from components.generative.config import GANConfig, GANTrainConfig, VAEConfig, VAETrainConfig
+from components.generative.config import GANConfig, GANTrainParams, VAEConfig, VAETrainParams
 from components.generative.data import ImageTensorDataset, load_images
 from components.generative.diagnostics import (
     colour_distance,
@@ -142,7 +142,7 @@ def fit_vae(
     train_images: Tensor,
     val_images: Tensor,
     model_cfg: VAEConfig,
-    cfg: VAETrainConfig,
+    cfg: VAETrainParams,
     storage_dir: str = "",
 ) -> dict[str, Any]:
     """Train a VAE; return the final state (as in the last checkpoint).
@@ -237,7 +237,7 @@ def fit_gan(
     train_images: Tensor,
     val_images: Tensor,
     model_cfg: GANConfig,
-    cfg: GANTrainConfig,
+    cfg: GANTrainParams,
     storage_dir: str = "",
     on_step: Callable[[nn.Module, nn.Module, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -284,7 +284,7 @@ def fit_gan(
         opt_d.load_state_dict(restored["opt_d"])
         state = {k: restored[k] for k in state}
 
-    train = _Epochs(ImageTensorDataset(train_images, value_range=MODELS["dcgan"].value_range),
+    train = _Epochs(ImageTensorDataset(train_images, value_range=MODELS["gan"].value_range),
                     batch_size=cfg.batch_size, seed=cfg.seed, session=session)
     real = val_images.permute(0, 2, 3, 1).numpy()[: cfg.num_samples]  # (M, S, S, 3) uint8
     noise = torch.Generator()

@@ -1,6 +1,6 @@
 """Builders and the model registry: a config in, modules out.
 
-``MODELS[kind]`` says, for each model family, which config class describes
+``MODELS[family]`` says, for each generative family (``vae``, ``gan``), which config class describes
 it, how to build its named parts, which part samples images, and the value
 range its data must have. The training stage, the model folder loader and the
 sweep all go through it, so adding a family is one entry here.
@@ -87,7 +87,7 @@ MODELS: dict[str, ModelSpec] = {
         sampler=("vae",),
         value_range=VAE.value_range,
     ),
-    "dcgan": ModelSpec(
+    "gan": ModelSpec(
         config_cls=GANConfig,
         build_parts=lambda cfg: {
             "generator": build_generator(cfg),

@@ -25,7 +25,6 @@ MLflow history exactly once, with the values of the curves.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -37,6 +36,7 @@ import torch
 
 from components import workspace
 from components.fingerprint import code_fingerprint
+from components.train.config import ScalingParams
 from components.train.session import STATE_FILE
 
 log = logging.getLogger(__name__)
@@ -44,22 +44,6 @@ log = logging.getLogger(__name__)
 # Shared checkpoint storage of a cluster (``s3://bucket/ray_results``, an NFS path); it
 # replaces the stages' ``--storage`` folder, which must be shared on more than one node.
 STORAGE_ENV = "CAPSYNTH_RAY_STORAGE"
-
-
-@dataclasses.dataclass(frozen=True)
-class ScalingSpec:
-    """How many workers, on what. ``use_gpu=None`` uses GPUs when the cluster has them."""
-
-    num_workers: int = 1
-    cpus_per_worker: int = 1
-    use_gpu: bool | None = None
-    max_failures: int = 2
-
-    @classmethod
-    def from_params(cls, scaling: Any, threads_per_worker: int) -> ScalingSpec:
-        """From a stage's ``scaling`` params group and its ``train.threads_per_worker``."""
-        return cls(num_workers=scaling.num_workers, cpus_per_worker=threads_per_worker,
-                   use_gpu=scaling.use_gpu, max_failures=scaling.max_failures)
 
 
 def stable_run_name(family: str, loop: Callable[..., Any], *parts: Any) -> str:
@@ -107,7 +91,8 @@ def make_trainer(
     train_loop_per_worker: Callable[[dict], None],
     loop_config: dict[str, Any],
     *,
-    scaling: ScalingSpec,
+    scaling: ScalingParams,
+    cpus_per_worker: int = 1,
     run_name: str,
     storage_path: str,
     num_to_keep: int = 2,
@@ -119,7 +104,9 @@ def make_trainer(
     Args:
         train_loop_per_worker: The family's ``train_loop_per_worker(config)``.
         loop_config: Plain, picklable config handed to every worker.
-        scaling: Workers, CPUs per worker, GPU use, restarts on failure.
+        scaling: The stage's ``scaling`` params: workers, GPU use (None: when
+            the cluster has GPUs), restarts on failure.
+        cpus_per_worker: CPUs each worker reserves (the stage's ``train.threads_per_worker``).
         run_name: Stable name (see :func:`stable_run_name`); same name resumes.
         storage_path: Where checkpoints persist (local folder, NFS or S3 URI);
             ``CAPSYNTH_RAY_STORAGE`` overrides it; a relative path is taken
@@ -148,7 +135,7 @@ def make_trainer(
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker},
+            resources_per_worker={"CPU": cpus_per_worker},
         ),
         run_config=RunConfig(
             name=run_name,

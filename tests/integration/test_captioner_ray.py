@@ -14,7 +14,8 @@ import pytest
 from components import families
 from components.captioning.inference import caption_images
 from components.captioning.io import load_model_dir
-from components.train.ray_trainer import ScalingSpec, fit, make_trainer
+from components.train.config import ScalingParams
+from components.train.ray_trainer import fit, make_trainer
 from components.captioning.fit import train_loop_per_worker
 from pipelines import caption as caption_cli
 from pipelines import features as features_stage
@@ -50,7 +51,7 @@ def in_smoke(smoke, monkeypatch):
 
 def _loop_config(work: Path, cfg) -> dict:
     return {"features_dir": str(work / "data/features"), "prepared_dir": str(work / "data/prepared"),
-            "arch": cfg.model, "train": cfg.train}
+            "model": cfg.model, "train": cfg.train}
 
 
 def test_stage_writes_model_predictions_metrics_and_curves(in_smoke, capsys):
@@ -89,7 +90,7 @@ def test_two_worker_ddp_keeps_ranks_in_sync_and_learns(in_smoke, tmp_path):
     config = {**_loop_config(work, dataclasses.replace(cfg, train=train)),
               "on_step": ddp_checks.captioner_ranks_in_sync}
     trainer = make_trainer(train_loop_per_worker, config,
-                           scaling=ScalingSpec(num_workers=2, cpus_per_worker=1, use_gpu=False, max_failures=0),
+                           scaling=ScalingParams(num_workers=2, use_gpu=False, max_failures=0),
                            run_name="ddp", storage_path=str(tmp_path))
     state = fit(trainer)
     losses = [h["train_loss"] for h in state["history"]]
@@ -102,7 +103,7 @@ def test_failure_restarts_from_checkpoint_without_losing_or_repeating_epochs(in_
                                 fail_at_epoch=1)
     logger = mlflow_checks.fresh_run_logger("faulty-captioner")
     config = _loop_config(work, dataclasses.replace(cfg, train=train))
-    scaling = ScalingSpec(num_workers=2, cpus_per_worker=1, use_gpu=False, max_failures=1)
+    scaling = ScalingParams(num_workers=2, use_gpu=False, max_failures=1)
     state = fit(make_trainer(train_loop_per_worker, config, scaling=scaling, run_name="faulty",
                              storage_path=str(tmp_path), logger=logger), logger=logger)
     assert [h["epoch"] for h in state["history"]] == [0, 1, 2]
@@ -119,7 +120,7 @@ def test_worker_sigkill_keeps_each_epoch_once_and_the_weights_of_an_uninterrupte
     work, cfg = in_smoke
     train = dataclasses.replace(cfg.train, epochs=4, threads_per_worker=1, early_stopping_patience=0)
     config = _loop_config(work, dataclasses.replace(cfg, train=train))
-    scaling = ScalingSpec(num_workers=1, cpus_per_worker=1, use_gpu=False, max_failures=1)
+    scaling = ScalingParams(num_workers=1, use_gpu=False, max_failures=1)
     flag = tmp_path / "killed"
     crash_hooks.send_by_value()
     logger = mlflow_checks.fresh_run_logger("sigkill-captioner")
@@ -137,7 +138,7 @@ def test_worker_sigkill_keeps_each_epoch_once_and_the_weights_of_an_uninterrupte
 
 def test_rerun_with_same_name_resumes(in_smoke, tmp_path):
     work, cfg = in_smoke
-    scaling = ScalingSpec(num_workers=1, cpus_per_worker=1, use_gpu=False, max_failures=0)
+    scaling = ScalingParams(num_workers=1, use_gpu=False, max_failures=0)
     short = dataclasses.replace(cfg.train, epochs=1, threads_per_worker=1, early_stopping_patience=0)
     fit(make_trainer(train_loop_per_worker, _loop_config(work, dataclasses.replace(cfg, train=short)),
                      scaling=scaling, run_name="resume", storage_path=str(tmp_path)))

@@ -22,7 +22,8 @@ from PIL import Image
 
 from components.generative.fit import train_loop_per_worker_gan, train_loop_per_worker_vae
 from components.generative.io import load_generator, load_model_dir
-from components.train.ray_trainer import ScalingSpec, TrainingFailed, fit, make_trainer
+from components.train.config import ScalingParams
+from components.train.ray_trainer import TrainingFailed, fit, make_trainer
 from components import families
 from components.generative.data import image_splits
 from pipelines import sample, train
@@ -129,8 +130,8 @@ def _trainer(in_smoke, kind: str, storage: Path, run_name: str, *, num_workers: 
     config = {"paths": {"train": paths["train"], "val": paths["val"]}, "model": cfg.model,
               "train": dataclasses.replace(cfg.train, **train_overrides), "on_step": on_step}
     loop = train_loop_per_worker_vae if kind == "vae" else train_loop_per_worker_gan
-    return make_trainer(loop, config, scaling=ScalingSpec(num_workers=num_workers, cpus_per_worker=1,
-                                                          use_gpu=False, max_failures=max_failures),
+    return make_trainer(loop, config, scaling=ScalingParams(num_workers=num_workers, use_gpu=False,
+                                                            max_failures=max_failures),
                         run_name=run_name, storage_path=str(storage), logger=logger)
 
 

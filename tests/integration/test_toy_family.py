@@ -20,6 +20,7 @@ from ruamel.yaml import YAML
 from smoke_data import prepare_smoke
 
 from components import families
+from components.model_folder import read_model_folder
 from components.generative.data import image_splits, load_images
 from pipelines import evaluate, register, train
 from pipelines.config import load_params, write_profile_params
@@ -46,7 +47,7 @@ def toy(tmp_path_factory, monkeypatch, tmp_path):
     data["train_toy"] = TOY_PARAMS
     yaml.dump(data, params_file)
     # the one line of components/families.py a new family adds
-    monkeypatch.setitem(families.FAMILIES, "toy", families.Entry(toy_family.TrainToyConfig, "toy_family:TOY"))
+    monkeypatch.setitem(families.FAMILIES, "toy", families.Entry(toy_family.ToyParams, "toy_family:TOY"))
     ray.cloudpickle.register_pickle_by_value(sys.modules["toy_family"])  # the loop travels to the workers
     return work, params_file
 
@@ -62,7 +63,7 @@ def test_a_new_family_trains_evaluates_and_registers_through_the_generic_stages(
 
     # the loop ran on Ray Train and moved the colour towards the training images' mean
     mean = load_images(image_splits(Path("data/prepared"))["train"], size=16).float().mean(dim=(0, 2, 3)) / 255
-    colour = torch.load(outputs["model"] / "colour.pt", weights_only=True)
+    colour = read_model_folder(outputs["model"]).state_dict("colour")["rgb"]
     assert metrics["epochs_run"] == 3 and torch.linalg.norm(colour - mean) < torch.linalg.norm(mean)
     assert json.loads(outputs["metrics"].read_text()) == metrics
     assert outputs["plots"].read_text().splitlines()[0] == "epoch,mse"

@@ -10,7 +10,6 @@ it through the real train, evaluate and register stages.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -20,7 +19,8 @@ from mlflow.types import ColSpec, Schema
 
 from components.data.folders import PreparedDir
 from components.generative.data import image_splits, load_images
-from components.io import atomic_dir, short_sha256, write_json
+from components.io import atomic_dir, short_sha256
+from components.model_folder import read_model_folder, write_model_folder
 from components.registry import ModelKind
 from components.train.config import ScalingParams
 from components.train.family import Family
@@ -28,7 +28,7 @@ from components.train.session import RaySession
 
 
 @dataclasses.dataclass(frozen=True)
-class ToyTrain:
+class ToyTrainParams:
     epochs: int
     lr: float
     image_size: int
@@ -36,9 +36,9 @@ class ToyTrain:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainToyConfig:  # params.yaml: train_toy: {model: {}, train: {...}, scaling: {...}}
+class ToyParams:  # params.yaml: train_toy: {model: {}, train: {...}, scaling: {...}}
     model: dict[str, int]
-    train: ToyTrain
+    train: ToyTrainParams
     scaling: ScalingParams
 
 
@@ -62,22 +62,22 @@ def loop(config: dict) -> None:  # train_loop_per_worker: one Adam step on the c
         session.end_epoch(state, {"epoch": epoch, "mse": float(loss)}, checkpoint=lambda: dict(state))
 
 
-def export(cfg: TrainToyConfig, state: dict, trained) -> dict:
-    with atomic_dir(trained.outputs["model"]) as tmp:
-        torch.save(state["colour"], tmp / "colour.pt")
-        write_json(tmp / "config.json", {"kind": "toy", "ray_run": trained.run_name})
+def export(cfg: ToyParams, state: dict, trained) -> dict:
+    with atomic_dir(trained.outputs["model"]) as tmp:  # the one model folder format: parts, config, extra
+        write_model_folder(tmp, family="toy", config={}, parts={"colour": {"rgb": state["colour"]}},
+                           extra={"ray_run": trained.run_name})
     return {"epochs_run": len(state["history"]), "train_mse": state["history"][-1]["mse"]}
 
 
 def evaluate(evaluation) -> tuple[dict, list]:
-    colour = torch.load(evaluation.outputs["model"] / "colour.pt", weights_only=True)
+    colour = read_model_folder(evaluation.outputs["model"]).state_dict("colour")["rgb"]
     paths = image_splits(evaluation.prepared)[evaluation.cfg.split]
     return {"test_mse": float(((_pixels(paths, 16) - colour) ** 2).mean())}, []
 
 
 class ToyModel(mlflow.pyfunc.PythonModel):  # serving: the colour, whatever is asked
     def load_context(self, context) -> None:
-        self.colour = torch.load(Path(context.artifacts["model_dir"]) / "colour.pt", weights_only=True)
+        self.colour = read_model_folder(context.artifacts["model_dir"]).state_dict("colour")["rgb"]
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return pd.DataFrame([self.colour.tolist()] * len(model_input), columns=["r", "g", "b"])

@@ -11,7 +11,7 @@ import torch
 from components.captioning.decoding import (
     LENGTH_PENALTIES, beam_search, beam_search_single, greedy_decode, normalized_score,
 )
-from components.captioning.models import CELLS, MODELS, CaptionModelConfig, build_model
+from components.captioning.models import CELLS, MODELS, CaptionerConfig, build_model
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ COMBOS = list(itertools.product(MODELS, CELLS))
 def random_model(arch: str, cell: str, *, seed: int = 0, end_bias: float = 0.0, scale: float = 3.0):
     """An untrained model with spread-out predictions; ``end_bias`` shifts the <end> logit."""
     torch.manual_seed(seed)
-    cfg = CaptionModelConfig(architecture=arch, cell=cell, vocab_size=V, feature_dim=C, num_positions=P,
+    cfg = CaptionerConfig(architecture=arch, cell=cell, vocab_size=V, feature_dim=C, num_positions=P,
                              embed_dim=8, hidden_dim=16, num_layers=1, dropout=0.0, attention_dim=8)
     model = build_model(cfg).eval()
     with torch.no_grad():

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from components.captioning.data import CaptionData, SplitCaptions
-from components.captioning.config import ArchitectureParams, CaptionTrainConfig
+from components.captioning.config import CaptionerModelParams, CaptionerTrainParams
 from components.captioning.fit import decode_split, fit_captioner
-from components.captioning.models import CaptionModelConfig, build_model
+from components.captioning.models import CaptionerConfig, build_model
 from components.data.text import Vocab
 from components.features.store import FeatureSet
 from components.train.session import InjectedFailure, LocalSession
@@ -48,9 +48,9 @@ def tiny_data(n_images: int = 24) -> CaptionData:
     return CaptionData(features=features, vocab=vocab, splits={"train": split, "val": split, "test": split})
 
 
-ARCH = ArchitectureParams(architecture="show_attend_tell", cell="gru", embed_dim=16, hidden_dim=32,
+MODEL = CaptionerModelParams(architecture="show_attend_tell", cell="gru", embed_dim=16, hidden_dim=32,
                           num_layers=1, dropout=0.0, attention_dim=16, grid_layers=1, position_embedding=True)
-CFG = CaptionTrainConfig(epochs=12, batch_size=8, lr=0.02, weight_decay=0.0, lr_schedule="constant", grad_clip=5.0,
+CFG = CaptionerTrainParams(epochs=12, batch_size=8, lr=0.02, weight_decay=0.0, lr_schedule="constant", grad_clip=5.0,
                          label_smoothing=0.0, attention_penalty=0.0, scheduled_sampling=0.0,
                          early_stopping_patience=0, seed=0, amp=False, threads_per_worker=1, fail_at_epoch=-1)
 
@@ -58,11 +58,11 @@ CFG = CaptionTrainConfig(epochs=12, batch_size=8, lr=0.02, weight_decay=0.0, lr_
 def test_fit_learns_and_reports_every_epoch():
     data = tiny_data()
     session = LocalSession()
-    state = fit_captioner(session, data=data, arch=ARCH, cfg=CFG)
+    state = fit_captioner(session, data=data, model_params=MODEL, cfg=CFG)
     history = [h["epoch"] for h in session.history]
     assert history == list(range(CFG.epochs))
     assert session.history[-1]["train_loss"] < session.history[0]["train_loss"] / 3
-    model = build_model(CaptionModelConfig.from_dict(state["model_config"]))
+    model = build_model(CaptionerConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["best_model"])
     preds, attention = decode_split(model, data, data.splits["test"], beam_size=2)
     assert preds == {i: r[0] for i, r in data.splits["test"].references.items()}
@@ -72,9 +72,9 @@ def test_fit_learns_and_reports_every_epoch():
 def test_resume_continues_after_last_reported_epoch():
     data = tiny_data()
     first = LocalSession()
-    fit_captioner(first, data=data, arch=ARCH, cfg=dataclasses.replace(CFG, epochs=2))
+    fit_captioner(first, data=data, model_params=MODEL, cfg=dataclasses.replace(CFG, epochs=2))
     resumed = LocalSession(initial_state=first.last_state)
-    state = fit_captioner(resumed, data=data, arch=ARCH, cfg=dataclasses.replace(CFG, epochs=4))
+    state = fit_captioner(resumed, data=data, model_params=MODEL, cfg=dataclasses.replace(CFG, epochs=4))
     assert [h["epoch"] for h in resumed.history] == [2, 3]
     assert [h["epoch"] for h in state["history"]] == [0, 1, 2, 3]
 
@@ -83,7 +83,7 @@ def test_early_stopping_stops_when_val_cider_stalls():
     data = tiny_data()
     session = LocalSession()
     cfg = dataclasses.replace(CFG, epochs=30, lr=0.0, early_stopping_patience=2)  # lr 0: nothing improves
-    fit_captioner(session, data=data, arch=ARCH, cfg=cfg)
+    fit_captioner(session, data=data, model_params=MODEL, cfg=cfg)
     assert len(session.history) == 3
 
 
@@ -92,9 +92,9 @@ def test_failure_injection_fails_once(tmp_path):
     cfg = dataclasses.replace(CFG, epochs=3, fail_at_epoch=1)
     session = LocalSession()
     with pytest.raises(InjectedFailure, match="epoch 1"):
-        fit_captioner(session, data=data, arch=ARCH, cfg=cfg, storage_dir=str(tmp_path))
+        fit_captioner(session, data=data, model_params=MODEL, cfg=cfg, storage_dir=str(tmp_path))
     restarted = LocalSession(initial_state=session.last_state)
-    fit_captioner(restarted, data=data, arch=ARCH, cfg=cfg, storage_dir=str(tmp_path))
+    fit_captioner(restarted, data=data, model_params=MODEL, cfg=cfg, storage_dir=str(tmp_path))
     assert [h["epoch"] for h in session.history + restarted.history] == [0, 1, 2]
 
 
@@ -102,17 +102,17 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one_byte_for_byte(t
     """Dropout, the shuffle, scheduled sampling and a cosine schedule all in play: the resumed run's
     weights, best model and history are those of the uninterrupted run."""
     data = tiny_data()
-    arch = dataclasses.replace(ARCH, dropout=0.3)
+    model_params = dataclasses.replace(MODEL, dropout=0.3)
     cfg = dataclasses.replace(CFG, epochs=4, lr_schedule="cosine", scheduled_sampling=0.5)
     straight = LocalSession()
-    expected = fit_captioner(straight, data=data, arch=arch, cfg=cfg)
+    expected = fit_captioner(straight, data=data, model_params=model_params, cfg=cfg)
 
     faulty = dataclasses.replace(cfg, fail_at_epoch=2)
     first = LocalSession()
     with pytest.raises(InjectedFailure):
-        fit_captioner(first, data=data, arch=arch, cfg=faulty, storage_dir=str(tmp_path))
+        fit_captioner(first, data=data, model_params=model_params, cfg=faulty, storage_dir=str(tmp_path))
     resumed = LocalSession(initial_state=first.last_state)
-    state = fit_captioner(resumed, data=data, arch=arch, cfg=faulty, storage_dir=str(tmp_path))
+    state = fit_captioner(resumed, data=data, model_params=model_params, cfg=faulty, storage_dir=str(tmp_path))
 
     assert [h["epoch"] for h in first.history] == [0, 1] and [h["epoch"] for h in resumed.history] == [2, 3]
     for key in ("model", "best_model"):

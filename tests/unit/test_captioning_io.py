@@ -9,7 +9,7 @@ import torch
 
 from components.captioning.decoding import beam_search
 from components.captioning.io import load_model_dir, save_model_dir
-from components.captioning.models import CaptionModelConfig, build_model
+from components.captioning.models import CaptionerConfig, build_model
 from components.config import ConfigError
 from components.data.text import Vocab
 
@@ -29,7 +29,7 @@ WORDS = ("a", "red", "circle", "blue", "square", "left", "of")
 @pytest.mark.parametrize("arch,cell", [("show_attend_tell", "gru"), ("show_tell", "lstm")])
 def test_round_trip_gives_identical_outputs(tmp_path, arch, cell):
     vocab = Vocab.build([WORDS], min_word_count=1, max_caption_length=8)
-    cfg = CaptionModelConfig(architecture=arch, cell=cell, vocab_size=len(vocab), feature_dim=8, num_positions=4,
+    cfg = CaptionerConfig(architecture=arch, cell=cell, vocab_size=len(vocab), feature_dim=8, num_positions=4,
                              embed_dim=6, hidden_dim=12, num_layers=2, dropout=0.3, attention_dim=5)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -37,7 +37,8 @@ def test_round_trip_gives_identical_outputs(tmp_path, arch, cell):
     save_model_dir(tmp_path / "captioner", model, cfg, vocab, extra)
     assert sorted(p.name for p in (tmp_path / "captioner").iterdir()) == ["config.json", "model.pt", "vocab.json"]
     meta = json.loads((tmp_path / "captioner" / "config.json").read_text())
-    assert meta["model"]["architecture"] == arch and meta["extra"] == extra
+    assert meta["family"] == "captioner" and meta["config"]["architecture"] == arch and meta["extra"] == extra
+    assert meta["parts"] == {"model": "model.pt"} and meta["files"] == ["vocab.json"]
 
     loaded, cfg2, vocab2, extra2 = load_model_dir(tmp_path / "captioner")
     assert (cfg2, vocab2, extra2) == (cfg, vocab, extra)
@@ -53,15 +54,15 @@ def test_round_trip_gives_identical_outputs(tmp_path, arch, cell):
 
 def test_mismatches_are_refused(tmp_path):
     vocab = Vocab.build([WORDS], min_word_count=1, max_caption_length=8)
-    cfg = CaptionModelConfig(architecture="show_tell", cell="gru", vocab_size=len(vocab), feature_dim=4,
+    cfg = CaptionerConfig(architecture="show_tell", cell="gru", vocab_size=len(vocab), feature_dim=4,
                              num_positions=1, embed_dim=4, hidden_dim=4)
     model = build_model(cfg)
     with pytest.raises(ValueError, match="vocab_size"):
-        save_model_dir(tmp_path / "m", model, CaptionModelConfig(**{**cfg.to_dict(), "vocab_size": 5}), vocab)
+        save_model_dir(tmp_path / "m", model, CaptionerConfig(**{**cfg.to_dict(), "vocab_size": 5}), vocab)
     save_model_dir(tmp_path / "m", model, cfg, vocab)
     meta_path = tmp_path / "m" / "config.json"
     meta = json.loads(meta_path.read_text())
-    meta["model"]["hidden_size"] = 3
+    meta["config"]["hidden_size"] = 3
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match="hidden_size"):
         load_model_dir(tmp_path / "m")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from components.captioning.models import (
-    CELLS, MODELS, CaptionModelConfig, CaptionOutput, GRUCore, LSTMCore, ShowAttendTell, ShowTell, build_model,
+    CELLS, MODELS, CaptionerConfig, CaptionOutput, GRUCore, LSTMCore, ShowAttendTell, ShowTell, build_model,
 )
 from components.config import ConfigError
 
@@ -26,10 +26,10 @@ B, P, C, V, T = 3, 4, 8, 11, 6
 COMBOS = list(itertools.product(MODELS, CELLS))
 
 
-def make_cfg(architecture: str = "show_attend_tell", cell: str = "lstm", **kw) -> CaptionModelConfig:
+def make_cfg(architecture: str = "show_attend_tell", cell: str = "lstm", **kw) -> CaptionerConfig:
     base = dict(architecture=architecture, cell=cell, vocab_size=V, feature_dim=C, num_positions=P,
                 embed_dim=6, hidden_dim=10, num_layers=2, dropout=0.2, attention_dim=5)
-    return CaptionModelConfig(**{**base, **kw})
+    return CaptionerConfig(**{**base, **kw})
 
 
 def inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -143,11 +143,11 @@ def test_feature_shape_is_checked():
 
 def test_config_is_strict_and_round_trips():
     cfg = make_cfg()
-    assert CaptionModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert CaptionerConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="hiden_dim"):
-        CaptionModelConfig.from_dict({**cfg.to_dict(), "hiden_dim": 3})
+        CaptionerConfig.from_dict({**cfg.to_dict(), "hiden_dim": 3})
     with pytest.raises(ConfigError, match="num_layers"):
-        CaptionModelConfig.from_dict({**cfg.to_dict(), "num_layers": "2"})
+        CaptionerConfig.from_dict({**cfg.to_dict(), "num_layers": "2"})
     with pytest.raises(ValueError, match="architecture"):
         make_cfg("transformer")
     with pytest.raises(ValueError, match="cell"):
@@ -155,7 +155,7 @@ def test_config_is_strict_and_round_trips():
     with pytest.raises(ValueError, match="dropout"):
         make_cfg(dropout=1.0)
     with pytest.raises(TypeError):
-        CaptionModelConfig("show_tell", "lstm", V, C, P)  # keyword-only
+        CaptionerConfig("show_tell", "lstm", V, C, P)  # keyword-only
 
 
 def test_grid_encoder_layers_and_position_embedding():
@@ -187,4 +187,4 @@ def test_grid_encoder_config_checks_and_old_configs_load():
     with pytest.raises(ValueError, match="grid_layers"):
         make_cfg(grid_layers=-1)
     old = {k: v for k, v in make_cfg().to_dict().items() if k not in ("grid_layers", "position_embedding")}
-    assert CaptionModelConfig.from_dict(old) == make_cfg()  # folders saved before these keys existed
+    assert CaptionerConfig.from_dict(old) == make_cfg()  # folders saved before these keys existed

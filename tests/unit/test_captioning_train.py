@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from components.captioning.decoding import beam_search, greedy_decode
 from components.captioning.losses import LossConfig
-from components.captioning.models import CaptionModelConfig, build_model
+from components.captioning.models import CaptionerConfig, build_model
 from components.captioning.train import CaptionBatch, CaptionDataset, collate_captions, evaluate_loss, train_step
 
 
@@ -41,7 +41,7 @@ def features(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def make_model(arch: str, cell: str, *, dropout: float = 0.0, seed: int = 0):
     torch.manual_seed(seed)
-    return build_model(CaptionModelConfig(
+    return build_model(CaptionerConfig(
         architecture=arch, cell=cell, vocab_size=V, feature_dim=C, num_positions=P, embed_dim=16,
         hidden_dim=32, num_layers=1, dropout=dropout, attention_dim=16,
     ))

@@ -13,7 +13,7 @@ import torch
 import components.generative.fit as fit_module
 from components.config import ConfigError
 from components.data.synthetic import render_scene, sample_scene
-from components.generative.config import GANConfig, GANTrainConfig, VAEConfig, VAETrainConfig
+from components.generative.config import GANConfig, GANTrainParams, VAEConfig, VAETrainParams
 from components.generative.diagnostics import colour_histogram, histogram_distance
 from components.generative.fit import PROGRESS_SAMPLES, evaluate_vae, fit_gan, fit_vae
 from components.generative.models import build_vae
@@ -25,11 +25,11 @@ SIZE = 16
 
 VAE_MODEL = VAEConfig(image_size=SIZE, latent_dim=8, base_channels=8, decoder_res_blocks=0, likelihood="gaussian", gaussian_std=0.05,
                       learn_std=True, beta=1.0)
-VAE_TRAIN = VAETrainConfig(epochs=1, batch_size=16, lr=3e-3, betas=(0.9, 0.999), grad_clip=0.0, iw_samples=4,
+VAE_TRAIN = VAETrainParams(epochs=1, batch_size=16, lr=3e-3, betas=(0.9, 0.999), grad_clip=0.0, iw_samples=4,
                            num_samples=16, sample_seed=0, seed=0, amp=False, threads_per_worker=1, fail_at_epoch=-1)
 GAN_MODEL = GANConfig(image_size=SIZE, latent_dim=8, g_channels=8, d_channels=8, loss="non_saturating",
                       d_norm="batch", spectral_norm=False, n_critic=2, gp_weight=0.0, ema_decay=0.9)
-GAN_TRAIN = GANTrainConfig(epochs=1, batch_size=16, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999),
+GAN_TRAIN = GANTrainParams(epochs=1, batch_size=16, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999),
                            augment="translation_cutout", num_samples=16,
                            sample_seed=0, seed=0, amp=False, threads_per_worker=1, fail_at_epoch=-1)
 

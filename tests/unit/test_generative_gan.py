@@ -87,7 +87,7 @@ def test_config_builds_strictly_from_a_mapping():
     assert cfg == tiny_cfg()
     with pytest.raises(ConfigError, match="missing key 'n_critic'"):
         build(GANConfig, {k: v for k, v in dataclasses.asdict(cfg).items() if k != "n_critic"})
-    assert MODELS["dcgan"].value_range == (-1.0, 1.0)
+    assert MODELS["gan"].value_range == (-1.0, 1.0)
 
 
 def test_make_gan_optimizers_ttur():

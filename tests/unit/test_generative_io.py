@@ -39,7 +39,7 @@ def test_vae_round_trip_gives_identical_samples(tmp_path):
     vae_train_step(vae, torch.rand(4, 3, 32, 32), opt)  # move off the initial weights (learned std too)
     out = save_model_dir(tmp_path / "vae", "vae", vae, VAE_CFG, extra={"step": 1})
     meta = json.loads((out / "config.json").read_text())
-    assert meta["kind"] == "vae" and meta["parts"] == {"vae": "vae.pt"} and meta["extra"] == {"step": 1}
+    assert meta["family"] == "vae" and meta["parts"] == {"vae": "vae.pt"} and meta["extra"] == {"step": 1}
     loaded, cfg = load_generator(out)
     assert cfg == VAE_CFG and not loaded.training
     assert np.array_equal(sample(loaded, 6, seed=1), sample(vae, 6, seed=1))
@@ -54,7 +54,7 @@ def test_gan_round_trip_prefers_the_ema_generator(tmp_path):
     for step in range(2):
         gan_train_step(G, D, torch.rand(4, 3, 32, 32) * 2 - 1, opt_g, opt_d, loss="hinge", n_critic=1,
                        gp_weight=0.0, ema=ema, step=step)
-    out = save_model_dir(tmp_path / "gan", "dcgan",
+    out = save_model_dir(tmp_path / "gan", "gan",
                          {"generator": G, "generator_ema": ema.module, "discriminator": D}, GAN_CFG)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "discriminator.pt", "generator.pt",
                                                      "generator_ema.pt"]
@@ -67,7 +67,7 @@ def test_gan_round_trip_prefers_the_ema_generator(tmp_path):
     D.eval()
     torch.testing.assert_close(loaded.parts["discriminator"](x), D(x))  # spectral-norm state restored
     # without the EMA part, the raw generator samples
-    only_g = save_model_dir(tmp_path / "g", "dcgan", G, GAN_CFG)
+    only_g = save_model_dir(tmp_path / "g", "gan", G, GAN_CFG)
     g_loaded, _ = load_generator(only_g)
     assert np.array_equal(sample(g_loaded, 3, seed=0), sample(G, 3, seed=0))
 
@@ -80,7 +80,7 @@ def test_save_refuses_mismatches(tmp_path):
         save_model_dir(tmp_path / "a", "vae", {"encoder": vae.encoder}, VAE_CFG)
     G, D = build_gan(GAN_CFG)
     with pytest.raises(ValueError, match="needs one of the parts"):
-        save_model_dir(tmp_path / "a", "dcgan", {"discriminator": D}, GAN_CFG)
+        save_model_dir(tmp_path / "a", "gan", {"discriminator": D}, GAN_CFG)
     bigger = dataclasses.replace(VAE_CFG, latent_dim=5)
     with pytest.raises(ValueError, match="does not match its config"):
         save_model_dir(tmp_path / "a", "vae", vae, bigger)

@@ -32,7 +32,7 @@ def gan_dir(tmp_path) -> Path:
                     d_norm="batch", spectral_norm=False, n_critic=1, gp_weight=0.0, ema_decay=0.9)
     torch.manual_seed(0)
     G, D = build_gan(cfg)
-    return save_model_dir(tmp_path / "gan", "dcgan", {"generator": G, "generator_ema": G, "discriminator": D}, cfg)
+    return save_model_dir(tmp_path / "gan", "gan", {"generator": G, "generator_ema": G, "discriminator": D}, cfg)
 
 
 def test_sample_cli_is_deterministic_per_seed(gan_dir, tmp_path, capsys):
@@ -60,7 +60,7 @@ def test_sample_cli_vae_folder_and_clear_errors(tmp_path, capsys):
 def test_find_model_dir_looks_inside_downloaded_artifacts(gan_dir, tmp_path):
     assert sample.find_model_dir(gan_dir.parent) == gan_dir
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no VAE/GAN model folder"):
+    with pytest.raises(FileNotFoundError, match="no vae or gan model folder"):
         sample.find_model_dir(tmp_path / "empty")
 
 
