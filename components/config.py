@@ -7,6 +7,13 @@ unknown key, a missing key or a value of the wrong type is a
 :class:`ConfigError` naming the dotted key and the file it came from, in the
 manner of nanoGPT's configurator (``ValueError(f"Unknown config key: {key}")``).
 
+The project's one config style: every field required (values live in
+``params.yaml``, stated once); a name chosen from a registry is a
+``Literal``, which :func:`build` checks and which a class's ``__post_init__``
+checks on direct construction with :func:`check_choices`; ranges and rules
+between fields are checked in ``__post_init__``, raising :class:`ConfigError`
+with the key.
+
 Supported field types: ``bool``, ``int``, ``float`` (an int is accepted),
 ``str``, ``Literal[...]``, ``Optional[T]`` / ``T | None``, ``tuple[T, ...]``,
 ``dict[str, T]`` and nested dataclasses.
@@ -134,6 +141,21 @@ def build(cls: type[T], data: Mapping[str, Any], *, source: str = "<config>", pr
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{source}: missing key '{dotted}{name}'")
     return cls(**kwargs)
+
+
+def check_choices(obj: Any) -> None:
+    """Refuse a ``Literal``-typed field of the dataclass ``obj`` that holds none of its names.
+
+    Call from ``__post_init__``, so that a config built in code is held to the
+    names :func:`build` holds a file to.
+
+    Raises:
+        ConfigError: ``<Class>.<field> must be one of ..., got ...``.
+    """
+    for name, tp in get_type_hints(type(obj)).items():
+        if get_origin(tp) is Literal and getattr(obj, name) not in get_args(tp):
+            raise ConfigError(f"{type(obj).__name__}.{name} must be one of {_type_name(tp)}, "
+                              f"got {getattr(obj, name)!r}")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

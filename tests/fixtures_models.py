@@ -28,7 +28,8 @@ def captioner_dir(path: Path, *, seed: int = 0) -> Path:
     cfg = CaptionerConfig(architecture="show_attend_tell", cell="gru", vocab_size=len(vocab),
                              feature_dim=get_spec("resnet18").stage_channels(FEATURES["stage"]),
                              num_positions=FEATURES["grid_size"] ** 2, embed_dim=8, hidden_dim=16,
-                             num_layers=1, dropout=0.0, attention_dim=8)
+                             num_layers=1, dropout=0.0, attention_dim=8,
+                             grid_layers=0, position_embedding=False)
     torch.manual_seed(seed)
     return save_captioner_dir(path, build_model(cfg), cfg, vocab, {"features": FEATURES})
 

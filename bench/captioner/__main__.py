@@ -121,7 +121,8 @@ def bench_beam(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     cfg = CaptionerConfig(architecture="show_attend_tell", cell="lstm", vocab_size=60, feature_dim=512,
-                             num_positions=16, embed_dim=128, hidden_dim=256, dropout=0.0, attention_dim=128)
+                             num_positions=16, embed_dim=128, hidden_dim=256, num_layers=1, dropout=0.0,
+                             attention_dim=128, grid_layers=0, position_embedding=False)
     model = build_model(cfg).eval()
     grid = torch.randn(args.num_images, 16, 512)
     pooled = grid.mean(1)

@@ -10,16 +10,22 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from components.config import ConfigError
+from components.config import ConfigError, check_choices
 from components.train.config import ScalingParams
+
+
+# names of the model registries (``models.MODELS``, ``models.CELLS``, tested to agree), here so
+# that this module imports no model code
+Architecture = Literal["show_tell", "show_attend_tell"]
+Cell = Literal["lstm", "gru"]
 
 
 @dataclasses.dataclass(frozen=True)
 class CaptionerModelParams:
     """The architecture keys of ``params.yaml``; the data supplies the rest."""
 
-    architecture: Literal["show_tell", "show_attend_tell"]
-    cell: Literal["lstm", "gru"]
+    architecture: Architecture
+    cell: Cell
     embed_dim: int
     hidden_dim: int
     num_layers: int
@@ -27,6 +33,9 @@ class CaptionerModelParams:
     attention_dim: int
     grid_layers: int
     position_embedding: bool
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +56,9 @@ class CaptionerTrainParams:
     amp: bool  # bf16 autocast on CUDA; ignored on CPU
     threads_per_worker: int  # torch intra-op threads (Ray sets 1 by default)
     fail_at_epoch: int  # failure injection for fault-tolerance tests; -1: off
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 @dataclasses.dataclass(frozen=True)

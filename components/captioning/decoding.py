@@ -27,10 +27,9 @@ Beam search (:func:`beam_search`), the rule of fairseq's ``SequenceGenerator``:
    (so an image whose beams never emit ``<end>`` still gets its best
    ``max_length`` tokens).
 4. The answer is the collected hypothesis with the best length-normalised
-   score ``log p(y) / lp(|y|)``, ``|y|`` counting ``<end>``. ``lp`` is one of
-   :data:`LENGTH_PENALTIES`: ``gnmt``, ``((5 + |y|) / 6) ** alpha`` (Wu et al.
-   2016, eq. 14), or ``power``, ``|y| ** alpha``. ``alpha = 0`` ranks by raw
-   log-probability; ``alpha > 0`` favours longer captions.
+   score ``log p(y) / lp(|y|)``, ``|y|`` counting ``<end>``, with GNMT's
+   ``lp = ((5 + |y|) / 6) ** alpha`` (Wu et al. 2016, eq. 14). ``alpha = 0``
+   ranks by raw log-probability; ``alpha > 0`` favours longer captions.
 
 With ``K = 1`` this is exactly greedy search. All images and beams of a batch
 advance in one tensor pass (``B * K`` rows); images that are done leave the
@@ -42,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -58,28 +57,15 @@ def gnmt_length_penalty(length: Tensor, alpha: float) -> Tensor:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def power_length_penalty(length: Tensor, alpha: float) -> Tensor:
-    """``|y| ** alpha``; ``alpha = 1`` is the mean log-probability per token."""
-    return length**alpha
-
-
-LENGTH_PENALTIES: dict[str, Callable[[Tensor, float], Tensor]] = {
-    "gnmt": gnmt_length_penalty,
-    "power": power_length_penalty,
-}
-
-
-def normalized_score(log_prob: Tensor, length: Tensor, *, length_penalty: float = 0.0,
-                     length_penalty_style: str = "gnmt") -> Tensor:
+def normalized_score(log_prob: Tensor, length: Tensor, *, length_penalty: float = 0.0) -> Tensor:
     """Ranking score ``log_prob / lp(length)``; ``-inf`` where ``length == 0``.
 
     Args:
         log_prob: Summed log-probabilities, any shape.
         length: Token counts (``<end>`` included), same shape.
-        length_penalty: ``alpha``.
-        length_penalty_style: A key of :data:`LENGTH_PENALTIES`.
+        length_penalty: ``alpha`` of :func:`gnmt_length_penalty`.
     """
-    lp = LENGTH_PENALTIES[length_penalty_style](length.to(log_prob.dtype), length_penalty)
+    lp = gnmt_length_penalty(length.to(log_prob.dtype), length_penalty)
     return torch.where(length > 0, log_prob / lp, torch.full_like(log_prob, -math.inf))
 
 
@@ -113,14 +99,11 @@ class DecodeResult:
         return out
 
 
-def _check_args(max_length: int, beam_size: int = 1, length_penalty_style: str = "gnmt") -> None:
+def _check_args(max_length: int, beam_size: int = 1) -> None:
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    if length_penalty_style not in LENGTH_PENALTIES:
-        raise ValueError(f"unknown length_penalty_style {length_penalty_style!r} "
-                         f"(known: {', '.join(LENGTH_PENALTIES)})")
 
 
 def _ban(log_probs: Tensor, banned: Tensor | None) -> Tensor:
@@ -186,7 +169,7 @@ def greedy_decode(model: Any, grid: Tensor | None, pooled: Tensor, *, max_length
 
 @torch.no_grad()
 def beam_search(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_size: int, max_length: int,
-                length_penalty: float = 0.0, length_penalty_style: str = "gnmt",
+                length_penalty: float = 0.0,
                 start_id: int = Vocab.start_id, end_id: int = Vocab.end_id, pad_id: int = Vocab.pad_id,
                 banned_ids: Sequence[int] = (Vocab.pad_id, Vocab.start_id)) -> DecodeResult:
     """Batched beam search (the rule in the module docstring): one tensor pass per step.
@@ -198,14 +181,13 @@ def beam_search(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_size: i
         beam_size: ``K``, live beams per image.
         max_length: Most tokens generated per caption, ``<end>`` included.
         length_penalty: ``alpha`` of the length normalisation (0: raw log-probability).
-        length_penalty_style: A key of :data:`LENGTH_PENALTIES`.
         start_id, end_id, pad_id: Special ids.
         banned_ids: Ids never generated.
 
     Returns:
         :class:`DecodeResult` with the best hypothesis of each image.
     """
-    _check_args(max_length, beam_size, length_penalty_style)
+    _check_args(max_length, beam_size)
     device = pooled.device
     batch, k = pooled.shape[0], beam_size
     banned = _banned_tensor(banned_ids, device)
@@ -309,8 +291,7 @@ def beam_search(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_size: i
             pool_alphas[img, s] = live_alphas[a_idx, b_idx]
 
     # 5. Best normalised score per image (first on ties).
-    scores = normalized_score(pool_logp, pool_len, length_penalty=length_penalty,
-                              length_penalty_style=length_penalty_style)  # (B, K)
+    scores = normalized_score(pool_logp, pool_len, length_penalty=length_penalty)  # (B, K)
     best = scores.argmax(1)  # (B,)
     ar = torch.arange(batch, device=device)
     lengths = pool_len[ar, best]
@@ -331,7 +312,7 @@ class _Hypothesis:
 
 
 def _beam_search_one(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_size: int, max_length: int,
-                     length_penalty: float, length_penalty_style: str, start_id: int, end_id: int,
+                     length_penalty: float, start_id: int, end_id: int,
                      banned: Tensor | None) -> _Hypothesis:
     """Beam search of one image (``pooled`` ``(1, C)``), bookkeeping in Python lists."""
     k = beam_size
@@ -371,7 +352,7 @@ def _beam_search_one(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_si
                 finished.append(h)
     lengths = torch.tensor([len(h.tokens) for h in finished], device=device)
     scores = normalized_score(torch.stack([h.log_prob for h in finished]), lengths,
-                              length_penalty=length_penalty, length_penalty_style=length_penalty_style)
+                              length_penalty=length_penalty)
     best = 0
     for i in range(1, len(finished)):
         if scores[i] > scores[best]:
@@ -381,7 +362,7 @@ def _beam_search_one(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_si
 
 @torch.no_grad()
 def beam_search_single(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_size: int, max_length: int,
-                       length_penalty: float = 0.0, length_penalty_style: str = "gnmt",
+                       length_penalty: float = 0.0,
                        start_id: int = Vocab.start_id, end_id: int = Vocab.end_id, pad_id: int = Vocab.pad_id,
                        banned_ids: Sequence[int] = (Vocab.pad_id, Vocab.start_id)) -> DecodeResult:
     """Reference beam search: the rule of :func:`beam_search`, one image at a time.
@@ -390,12 +371,11 @@ def beam_search_single(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_
     check :func:`beam_search` and as the baseline of the decoding benchmark.
     Same arguments and result as :func:`beam_search`.
     """
-    _check_args(max_length, beam_size, length_penalty_style)
+    _check_args(max_length, beam_size)
     banned = _banned_tensor(banned_ids, pooled.device)
     hyps = [
         _beam_search_one(model, None if grid is None else grid[i:i + 1], pooled[i:i + 1], beam_size=beam_size,
-                         max_length=max_length, length_penalty=length_penalty,
-                         length_penalty_style=length_penalty_style, start_id=start_id, end_id=end_id,
+                         max_length=max_length, length_penalty=length_penalty, start_id=start_id, end_id=end_id,
                          banned=banned)
         for i in range(pooled.shape[0])
     ]
@@ -413,13 +393,12 @@ def beam_search_single(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_
             alphas[i, : len(h.alphas)] = torch.stack(h.alphas)
     return DecodeResult(
         tokens=tokens, lengths=lengths,
-        scores=normalized_score(log_probs, lengths, length_penalty=length_penalty,
-                                length_penalty_style=length_penalty_style),
+        scores=normalized_score(log_probs, lengths, length_penalty=length_penalty),
         log_probs=log_probs, finished=torch.tensor([h.finished for h in hyps], device=device), alphas=alphas,
     )
 
 
 __all__ = [
-    "LENGTH_PENALTIES", "DecodeResult", "beam_search", "beam_search_single", "gnmt_length_penalty",
-    "greedy_decode", "normalized_score", "power_length_penalty",
+    "DecodeResult", "beam_search", "beam_search_single", "gnmt_length_penalty",
+    "greedy_decode", "normalized_score",
 ]

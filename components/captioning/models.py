@@ -40,6 +40,8 @@ import torch
 from torch import Tensor, nn
 
 from components import config as config_lib
+from components.captioning.config import Architecture, Cell
+from components.config import ConfigError
 from components.data.text import Vocab
 
 State = tuple[Tensor, ...]
@@ -70,35 +72,32 @@ class CaptionerConfig:
             vector says *where* the decoder looked, not only what it saw.
     """
 
-    architecture: str
-    cell: str
+    architecture: Architecture
+    cell: Cell
     vocab_size: int
     feature_dim: int
     num_positions: int
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    num_layers: int = 1
-    dropout: float = 0.5
-    attention_dim: int = 256
-    grid_layers: int = 0
-    position_embedding: bool = False
+    embed_dim: int
+    hidden_dim: int
+    num_layers: int
+    dropout: float
+    attention_dim: int
+    grid_layers: int
+    position_embedding: bool
 
     def __post_init__(self) -> None:
-        if self.architecture not in MODELS:
-            raise ValueError(f"unknown architecture {self.architecture!r} (known: {', '.join(MODELS)})")
-        if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r} (known: {', '.join(CELLS)})")
+        config_lib.check_choices(self)
         for name in ("feature_dim", "num_positions", "embed_dim", "hidden_dim", "num_layers", "attention_dim"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.grid_layers < 0:
-            raise ValueError(f"grid_layers must be >= 0, got {self.grid_layers}")
+            raise ConfigError(f"grid_layers must be >= 0, got {self.grid_layers}")
         if self.grid_layers and math.isqrt(self.num_positions) ** 2 != self.num_positions:
-            raise ValueError(f"grid_layers needs a square grid, got {self.num_positions} positions")
+            raise ConfigError(f"grid_layers needs a square grid, got {self.num_positions} positions")
         if self.vocab_size <= Vocab.unk_id:
-            raise ValueError(f"vocab_size must exceed the {Vocab.unk_id + 1} special tokens, got {self.vocab_size}")
+            raise ConfigError(f"vocab_size must exceed the {Vocab.unk_id + 1} special tokens, got {self.vocab_size}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain JSON-able dict."""

@@ -3,9 +3,11 @@
 Each is what rebuilds a model from its folder (``config.json``) and the group
 the training stage reads from ``params.yaml`` (with
 ``components.config.build``, which refuses unknown, missing and mistyped
-keys). Every field is required, as elsewhere in the project: the values live
-in ``params.yaml``, stated once. Names in registries (likelihood, loss, norm)
-are checked here so a typo fails when the params are loaded, naming the key.
+keys). The project's one config style: every field is required (the values
+live in ``params.yaml``, stated once); a name from a registry (likelihood,
+loss, norm, augmentation) is a ``Literal`` that ``build`` checks, naming the
+file and the key; ranges are checked in ``__post_init__`` with a
+:class:`~components.config.ConfigError` naming the key.
 
 Optimiser settings (learning rates, Adam betas), batch size, step counts and
 seeds are training-loop settings, not model settings, and belong to the
@@ -15,20 +17,22 @@ stage's own config.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal, get_args
 
-from components.config import ConfigError
+from components.config import ConfigError, check_choices
 from components.train.config import ScalingParams
 
 # The names params.yaml may use, stated here so this module imports no model code (and no
 # torch): the registries they select from (``vae.LIKELIHOODS``, ``losses.GAN_LOSSES``,
 # ``gan.D_NORMS``, ``augment.AUGMENTATIONS``) must have exactly these keys, which
 # tests/unit/test_generative_config_names.py checks.
-LIKELIHOOD_NAMES = ("bernoulli", "gaussian")
-GAN_LOSS_NAMES = ("hinge", "non_saturating", "wgan_gp")
+Likelihood = Literal["bernoulli", "gaussian"]
+GANLoss = Literal["hinge", "non_saturating", "wgan_gp"]
+DiscriminatorNorm = Literal["batch", "instance", "layer", "none"]
+Augmentation = Literal["none", "translation", "translation_cutout"]
 GAN_LOSSES_WITH_GRADIENT_PENALTY = ("wgan_gp",)  # ``GANLoss.needs_gradient_penalty``
-D_NORM_NAMES = ("batch", "instance", "layer", "none")
-AUGMENTATION_NAMES = ("none", "translation", "translation_cutout")
+NAMES = {"likelihood": get_args(Likelihood), "loss": get_args(GANLoss), "d_norm": get_args(DiscriminatorNorm),
+         "augment": get_args(Augmentation)}
 
 SUPPORTED_IMAGE_SIZES = (16, 32, 64, 128)  # 4 * 2**n; 32 and 64 are the targets
 
@@ -41,12 +45,6 @@ def _check_common(name: str, image_size: int, latent_dim: int, channels: dict[st
     for key, value in channels.items():
         if value < 1:
             raise ConfigError(f"{name}.{key} must be >= 1, got {value}")
-
-
-def check_choice(name: str, key: str, value: str, choices) -> None:
-    """Refuse a ``value`` that is not one of ``choices`` (names, or a registry's keys), naming ``name.key``."""
-    if value not in choices:
-        raise ConfigError(f"{name}.{key} must be one of {sorted(choices)}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,17 +69,17 @@ class VAEConfig:
     latent_dim: int
     base_channels: int
     decoder_res_blocks: int
-    likelihood: str
+    likelihood: Likelihood
     gaussian_std: float
     learn_std: bool
     beta: float
 
     def __post_init__(self) -> None:
+        check_choices(self)
         _check_common("VAEConfig", self.image_size, self.latent_dim,
                       {"base_channels": self.base_channels})
         if self.decoder_res_blocks < 0:
             raise ConfigError(f"VAEConfig.decoder_res_blocks must be >= 0, got {self.decoder_res_blocks}")
-        check_choice("VAEConfig", "likelihood", self.likelihood, LIKELIHOOD_NAMES)
         if self.gaussian_std <= 0:
             raise ConfigError(f"VAEConfig.gaussian_std must be > 0, got {self.gaussian_std}")
         if self.beta < 0:
@@ -110,18 +108,17 @@ class GANConfig:
     latent_dim: int
     g_channels: int
     d_channels: int
-    loss: str
-    d_norm: str
+    loss: GANLoss
+    d_norm: DiscriminatorNorm
     spectral_norm: bool
     n_critic: int
     gp_weight: float
     ema_decay: float
 
     def __post_init__(self) -> None:
+        check_choices(self)
         _check_common("GANConfig", self.image_size, self.latent_dim,
                       {"g_channels": self.g_channels, "d_channels": self.d_channels})
-        check_choice("GANConfig", "loss", self.loss, GAN_LOSS_NAMES)
-        check_choice("GANConfig", "d_norm", self.d_norm, D_NORM_NAMES)
         if self.n_critic < 1:
             raise ConfigError(f"GANConfig.n_critic must be >= 1, got {self.n_critic}")
         if self.gp_weight < 0:
@@ -184,7 +181,7 @@ class GANTrainParams:
     lr_g: float
     lr_d: float  # lr_d > lr_g is the two time-scale rule (TTUR, Heusel et al. 2017)
     betas: tuple[float, float]  # Adam's, shared; DCGAN: (0.5, 0.999)
-    augment: str  # one of AUGMENTATION_NAMES: DiffAugment before D (components.generative.augment) | none
+    augment: Augmentation  # DiffAugment before D (components.generative.augment) | none
     num_samples: int
     sample_seed: int
     seed: int
@@ -193,10 +190,10 @@ class GANTrainParams:
     fail_at_epoch: int
 
     def __post_init__(self) -> None:
+        check_choices(self)
         _check_train_common("train_gan.train", self)
         if self.lr_g <= 0 or self.lr_d <= 0:
             raise ConfigError("train_gan.train: lr_g and lr_d must be > 0")
-        check_choice("train_gan.train", "augment", self.augment, AUGMENTATION_NAMES)
 
 
 @dataclasses.dataclass(frozen=True)

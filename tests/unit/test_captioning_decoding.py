@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from components.captioning.decoding import (
-    LENGTH_PENALTIES, beam_search, beam_search_single, greedy_decode, normalized_score,
+    beam_search, beam_search_single, gnmt_length_penalty, greedy_decode, normalized_score,
 )
 from components.captioning.models import CELLS, MODELS, CaptionerConfig, build_model
 
@@ -32,7 +32,8 @@ def random_model(arch: str, cell: str, *, seed: int = 0, end_bias: float = 0.0, 
     """An untrained model with spread-out predictions; ``end_bias`` shifts the <end> logit."""
     torch.manual_seed(seed)
     cfg = CaptionerConfig(architecture=arch, cell=cell, vocab_size=V, feature_dim=C, num_positions=P,
-                             embed_dim=8, hidden_dim=16, num_layers=1, dropout=0.0, attention_dim=8)
+                             embed_dim=8, hidden_dim=16, num_layers=1, dropout=0.0, attention_dim=8,
+                             grid_layers=0, position_embedding=False)
     model = build_model(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -90,9 +91,8 @@ def assert_same(a, b):
 def test_beam_of_one_is_greedy(arch, cell, end_bias):
     model, grid, pooled = random_model(arch, cell, end_bias=end_bias)
     greedy = greedy_decode(model, grid, pooled, max_length=8)
-    for alpha, style in [(0.0, "gnmt"), (0.9, "gnmt"), (1.0, "power")]:
-        beam = beam_search(model, grid, pooled, beam_size=1, max_length=8, length_penalty=alpha,
-                           length_penalty_style=style)
+    for alpha in (0.0, 0.9, 3.0):
+        beam = beam_search(model, grid, pooled, beam_size=1, max_length=8, length_penalty=alpha)
         assert_same(beam, greedy)
 
 
@@ -144,14 +144,13 @@ def test_length_penalty_changes_the_ranking():
     kw = dict(beam_size=2, max_length=4)
     assert beam_search(model, None, pooled, **kw).to_lists() == [[]]  # raw log-prob: the short one
     assert greedy_decode(model, None, pooled, max_length=4).to_lists() == [[]]
-    for alpha, style in [(1.0, "power"), (3.0, "gnmt")]:
-        long = beam_search(model, None, pooled, length_penalty=alpha, length_penalty_style=style, **kw)
+    for alpha in (3.0, 4.0):
+        long = beam_search(model, None, pooled, length_penalty=alpha, **kw)
         assert long.tokens.tolist() == [[A, END]] and long.finished.tolist() == [True]
         assert long.log_probs.item() == pytest.approx(math.log(0.45) + math.log(0.95), rel=1e-5)
-        expected = long.log_probs.item() / LENGTH_PENALTIES[style](torch.tensor(2.0), alpha).item()
+        expected = long.log_probs.item() / gnmt_length_penalty(torch.tensor(2.0), alpha).item()
         assert long.scores.item() == pytest.approx(expected, rel=1e-5)
-        assert_same(long, beam_search_single(model, None, pooled, length_penalty=alpha,
-                                             length_penalty_style=style, **kw))
+        assert_same(long, beam_search_single(model, None, pooled, length_penalty=alpha, **kw))
     # gnmt with alpha = 1 is too weak here: ((5 + 2) / 6) = 1.17 < 0.85 / 0.69
     assert beam_search(model, None, pooled, length_penalty=1.0, **kw).to_lists() == [[]]
 
@@ -198,11 +197,9 @@ def test_decoded_attention_rows_sum_to_one_on_tokens(cell):
 def test_normalized_score_and_argument_checks():
     lp = torch.tensor([-2.0, -2.0, -1.0])
     n = torch.tensor([1, 4, 0])
-    torch.testing.assert_close(normalized_score(lp, n, length_penalty=1.0, length_penalty_style="power"),
-                               torch.tensor([-2.0, -0.5, -math.inf]))
+    torch.testing.assert_close(normalized_score(lp, n, length_penalty=1.0),
+                               torch.tensor([-2.0 / 1.0, -2.0 / 1.5, -math.inf]))
     torch.testing.assert_close(normalized_score(lp, n, length_penalty=0.0), torch.tensor([-2.0, -2.0, -math.inf]))
     model, grid, pooled = random_model("show_tell", "lstm")
-    with pytest.raises(ValueError, match="length_penalty_style"):
-        beam_search(model, grid, pooled, beam_size=2, max_length=3, length_penalty_style="nope")
     with pytest.raises(ValueError, match="beam_size"):
         beam_search(model, grid, pooled, beam_size=0, max_length=3)

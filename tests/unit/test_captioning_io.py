@@ -30,7 +30,8 @@ WORDS = ("a", "red", "circle", "blue", "square", "left", "of")
 def test_round_trip_gives_identical_outputs(tmp_path, arch, cell):
     vocab = Vocab.build([WORDS], min_word_count=1, max_caption_length=8)
     cfg = CaptionerConfig(architecture=arch, cell=cell, vocab_size=len(vocab), feature_dim=8, num_positions=4,
-                             embed_dim=6, hidden_dim=12, num_layers=2, dropout=0.3, attention_dim=5)
+                             embed_dim=6, hidden_dim=12, num_layers=2, dropout=0.3, attention_dim=5,
+                             grid_layers=0, position_embedding=False)
     torch.manual_seed(0)
     model = build_model(cfg)
     extra = {"backbone": "resnet18", "image_size": 224}
@@ -55,7 +56,8 @@ def test_round_trip_gives_identical_outputs(tmp_path, arch, cell):
 def test_mismatches_are_refused(tmp_path):
     vocab = Vocab.build([WORDS], min_word_count=1, max_caption_length=8)
     cfg = CaptionerConfig(architecture="show_tell", cell="gru", vocab_size=len(vocab), feature_dim=4,
-                             num_positions=1, embed_dim=4, hidden_dim=4)
+                             num_positions=1, embed_dim=4, hidden_dim=4, num_layers=1, dropout=0.0,
+                             attention_dim=4, grid_layers=0, position_embedding=False)
     model = build_model(cfg)
     with pytest.raises(ValueError, match="vocab_size"):
         save_model_dir(tmp_path / "m", model, CaptionerConfig(**{**cfg.to_dict(), "vocab_size": 5}), vocab)

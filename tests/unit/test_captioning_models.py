@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from typing import get_args
 
 import pytest
 import torch
 
+from components.captioning.config import Architecture, Cell
 from components.captioning.models import (
     CELLS, MODELS, CaptionerConfig, CaptionOutput, GRUCore, LSTMCore, ShowAttendTell, ShowTell, build_model,
 )
@@ -28,7 +30,8 @@ COMBOS = list(itertools.product(MODELS, CELLS))
 
 def make_cfg(architecture: str = "show_attend_tell", cell: str = "lstm", **kw) -> CaptionerConfig:
     base = dict(architecture=architecture, cell=cell, vocab_size=V, feature_dim=C, num_positions=P,
-                embed_dim=6, hidden_dim=10, num_layers=2, dropout=0.2, attention_dim=5)
+                embed_dim=6, hidden_dim=10, num_layers=2, dropout=0.2, attention_dim=5,
+                grid_layers=0, position_embedding=False)
     return CaptionerConfig(**{**base, **kw})
 
 
@@ -181,10 +184,17 @@ def test_grid_encoder_layers_and_position_embedding():
     assert positional(flat, flat.mean(1), tokens[:1]).alphas.std() > 1e-3
 
 
-def test_grid_encoder_config_checks_and_old_configs_load():
+def test_grid_encoder_config_checks_and_every_key_is_required():
     with pytest.raises(ValueError, match="square"):
         make_cfg(num_positions=6, grid_layers=1)
     with pytest.raises(ValueError, match="grid_layers"):
         make_cfg(grid_layers=-1)
-    old = {k: v for k, v in make_cfg().to_dict().items() if k not in ("grid_layers", "position_embedding")}
-    assert CaptionerConfig.from_dict(old) == make_cfg()  # folders saved before these keys existed
+    partial = {k: v for k, v in make_cfg().to_dict().items() if k != "position_embedding"}
+    with pytest.raises(ConfigError, match="missing key 'position_embedding'"):
+        CaptionerConfig.from_dict(partial)
+
+
+def test_config_names_are_the_registry_keys():
+    """config.py states the names (it imports no model code); the registries must have exactly them."""
+    assert sorted(get_args(Architecture)) == sorted(MODELS)
+    assert sorted(get_args(Cell)) == sorted(CELLS)

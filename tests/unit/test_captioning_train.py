@@ -43,7 +43,7 @@ def make_model(arch: str, cell: str, *, dropout: float = 0.0, seed: int = 0):
     torch.manual_seed(seed)
     return build_model(CaptionerConfig(
         architecture=arch, cell=cell, vocab_size=V, feature_dim=C, num_positions=P, embed_dim=16,
-        hidden_dim=32, num_layers=1, dropout=dropout, attention_dim=16,
+        hidden_dim=32, num_layers=1, dropout=dropout, attention_dim=16, grid_layers=0, position_embedding=False,
     ))
 
 

@@ -12,10 +12,10 @@ from components.generative.vae import LIKELIHOODS
 
 
 @pytest.mark.parametrize("names, registry", [
-    (config.LIKELIHOOD_NAMES, LIKELIHOODS),
-    (config.GAN_LOSS_NAMES, GAN_LOSSES),
-    (config.D_NORM_NAMES, D_NORMS),
-    (config.AUGMENTATION_NAMES, AUGMENTATIONS),
+    (config.NAMES["likelihood"], LIKELIHOODS),
+    (config.NAMES["loss"], GAN_LOSSES),
+    (config.NAMES["d_norm"], D_NORMS),
+    (config.NAMES["augment"], AUGMENTATIONS),
 ])
 def test_names_are_the_registry_keys(names, registry):
     assert sorted(names) == sorted(registry)

@@ -160,7 +160,7 @@ def test_config_rejects_bad_values():
         dataclasses.replace(GAN_TRAIN, betas=(0.5, 1.0))
     with pytest.raises(ConfigError, match="lr_g"):
         dataclasses.replace(GAN_TRAIN, lr_g=0.0)
-    with pytest.raises(ConfigError, match=r"train_gan.train.augment must be one of .*got 'flip'"):
+    with pytest.raises(ConfigError, match=r"GANTrainParams.augment must be one of .*got 'flip'"):
         dataclasses.replace(GAN_TRAIN, augment="flip")
 
 
