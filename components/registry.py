@@ -286,8 +286,8 @@ def find_version(client, name: str, weights_sha256: str):
     return min(found, key=lambda v: int(v.version)) if found else None
 
 
-def check_model_dir(kind: str, model_dir: str | os.PathLike) -> Path:
-    """``model_dir`` as a Path, if it is a model folder of family ``kind`` (:mod:`components.model_folder`).
+def check_model_dir(family: str, model_dir: str | os.PathLike) -> Path:
+    """``model_dir`` as a Path, if it is a model folder of family ``family`` (:mod:`components.model_folder`).
 
     Raises:
         FileNotFoundError: It is not, naming the stage that writes it.
@@ -297,9 +297,9 @@ def check_model_dir(kind: str, model_dir: str | os.PathLike) -> Path:
 
     model_dir = Path(model_dir)
     try:
-        read_model_folder(model_dir, family=kind)
+        read_model_folder(model_dir, family=family)
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err} (run train_{kind})") from None
+        raise FileNotFoundError(f"{err} (run train_{family})") from None
     return model_dir
 
 
@@ -319,22 +319,22 @@ def _requirements() -> list[str]:
     return [f"{pkg}=={metadata.version(pkg)}" for pkg in REQUIREMENTS]
 
 
-def register(kind: str, model_dir: str | os.PathLike, metrics: Mapping[str, Any]) -> Registration:
+def register(family: str, model_dir: str | os.PathLike, metrics: Mapping[str, Any]) -> Registration:
     """Log ``model_dir`` as a pyfunc model in the active run, register it, set its alias.
 
     Idempotent: a folder whose hash is already a version of the model is not
     logged again; that version is reported with its aliases.
 
     Args:
-        kind: A model family that registers (a key of :func:`kinds`).
+        family: A model family that registers (a key of :func:`kinds`).
         model_dir: The model folder (written by a train stage).
         metrics: The evaluation metrics of that model (its key metric may be absent).
 
     Raises:
         FileNotFoundError: ``model_dir`` has no ``config.json``.
     """
-    spec = kinds()[kind]
-    model_dir = check_model_dir(kind, model_dir)
+    spec = kinds()[family]
+    model_dir = check_model_dir(family, model_dir)
     client = mlflow.MlflowClient()
     digest = folder_sha256(model_dir)
     metric = key_metric(metrics, spec.metrics)
@@ -346,7 +346,7 @@ def register(kind: str, model_dir: str | os.PathLike, metrics: Mapping[str, Any]
 
     with _library_code() as code:
         info = mlflow.pyfunc.log_model(
-            name=kind, python_model=spec.python_model(), artifacts={MODEL_ARTIFACT: str(model_dir)},
+            name=family, python_model=spec.python_model(), artifacts={MODEL_ARTIFACT: str(model_dir)},
             code_paths=[str(code)], signature=spec.signature, input_example=spec.input_example(),
             pip_requirements=_requirements(),
         )

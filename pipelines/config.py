@@ -24,7 +24,7 @@ from ruamel.yaml import YAML
 
 from components import families
 from components.config import ConfigError, build, deep_merge, flatten
-from components.data.schema import AnnotationSource
+from components.data.sources import AnnotationSource
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -169,9 +169,9 @@ class SweepFamilyConfig:
 
 
 @functools.lru_cache(maxsize=8)
-def _params_class(registered: tuple[tuple[str, families.Entry], ...]) -> type:
+def _params_class(registered: tuple[tuple[str, type], ...]) -> type:
     groups = [("prepare", PrepareConfig), ("features", FeaturesConfig),
-              *((f"train_{name}", entry.config) for name, entry in registered),
+              *((f"train_{name}", params) for name, params in registered),
               ("evaluate", EvaluateConfig),
               ("sweep", dict[str, SweepFamilyConfig])]  # family -> its search (``capsynth sweep <family>``)
     return dataclasses.make_dataclass("Params", groups, frozen=True, namespace={
@@ -185,7 +185,7 @@ def params_class() -> type:
     the family's ``config`` class), ``evaluate`` and ``sweep`` (family name ->
     its search).
     """
-    return _params_class(tuple(families.FAMILIES.items()))
+    return _params_class(tuple((name, families.config_of(name)) for name in families.names()))
 
 
 def build_params(data: Any, *, source: str) -> Any:

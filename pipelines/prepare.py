@@ -20,7 +20,7 @@ from components.config import flatten, to_dict
 from components.data.folders import PreparedDir
 from components.data.loaders import load_dataset
 from components.data.prepare import prepare_dataset
-from components.data.schema import AnnotationSource
+from components.data.sources import AnnotationSource
 from components.data.synthetic import write_synthetic_coco
 from components.io import atomic_dir, short_sha256, write_json
 from pipelines.common import stage_main

@@ -43,24 +43,24 @@ def read_metrics(path: Path) -> dict:
 
 def run(models: dict[str, Path], metrics_files: dict[str, Path], *, report: Path,
         params_file: str = "params.yaml") -> dict[str, dict]:
-    """Register every model folder in ``models`` (kind -> folder); write and return the report."""
-    metrics = {kind: read_metrics(metrics_files[kind]) for kind in models}
-    for kind, folder in models.items():  # fail before anything is logged
-        registry.check_model_dir(kind, folder)
-    params = {f"{kind}.{what}": str(path) for what, paths in (("model", models), ("metrics", metrics_files))
-              for kind, path in paths.items()}
-    kinds = registry.kinds()
-    params |= {f"{kind}.key_metric": "|".join(kinds[kind].metrics) for kind in models}
+    """Register every model folder in ``models`` (family name -> folder); write and return the report."""
+    metrics = {family: read_metrics(metrics_files[family]) for family in models}
+    for family, folder in models.items():  # fail before anything is logged
+        registry.check_model_dir(family, folder)
+    params = {f"{family}.{what}": str(path) for what, paths in (("model", models), ("metrics", metrics_files))
+              for family, path in paths.items()}
+    registered = registry.kinds()
+    params |= {f"{family}.key_metric": "|".join(registered[family].metrics) for family in models}
     with tracking.stage_run("register", params=params, params_file=params_file):
         result = {}
-        for kind, folder in models.items():
-            done = registry.register(kind, folder, metrics[kind])
+        for family, folder in models.items():
+            done = registry.register(family, folder, metrics[family])
             log.info("%s v%s: %s (%s)", done.name, done.version, done.alias or ",".join(done.aliases) or "-",
                      done.reason)
-            result[kind] = dataclasses.asdict(done)
-            tracking.set_tags({f"{kind}.version": done.version, f"{kind}.aliases": ",".join(done.aliases)})
+            result[family] = dataclasses.asdict(done)
+            tracking.set_tags({f"{family}.version": done.version, f"{family}.aliases": ",".join(done.aliases)})
             if done.key_metric is not None:
-                tracking.log_metrics({f"{kind}.{done.key_metric}": done.key_metric_value})
+                tracking.log_metrics({f"{family}.{done.key_metric}": done.key_metric_value})
         write_json(report, result)
         tracking.log_artifacts({"report": report})
     return result
@@ -70,15 +70,15 @@ def run(models: dict[str, Path], metrics_files: dict[str, Path], *, report: Path
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="hashed into the pipeline run id")
-    kinds = registry.kinds()
-    for kind in kinds:
-        parser.add_argument(f"--{kind}", type=Path, default=Path(f"models/{kind}"), help="model folder")
-        parser.add_argument(f"--{kind}-metrics", type=Path, default=Path(f"metrics/{kind}.json"),
+    registered = registry.kinds()
+    for family in registered:
+        parser.add_argument(f"--{family}", type=Path, default=Path(f"models/{family}"), help="model folder")
+        parser.add_argument(f"--{family}-metrics", type=Path, default=Path(f"metrics/{family}.json"),
                             help="its metrics JSON")
     parser.add_argument("--report", type=Path, default=Path("reports/register.json"))
     args = parser.parse_args(argv)
-    models = {kind: getattr(args, kind) for kind in kinds}
-    metrics_files = {kind: getattr(args, f"{kind}_metrics") for kind in kinds}
+    models = {family: getattr(args, family) for family in registered}
+    metrics_files = {family: getattr(args, f"{family}_metrics") for family in registered}
     run(models, metrics_files, report=args.report, params_file=args.params)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from components.data.schema import AnnotationSource
+from components.data.sources import AnnotationSource
 
 
 def write_image(

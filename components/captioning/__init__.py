@@ -13,4 +13,11 @@ Modules:
   beam search.
 * :mod:`.train`: :class:`CaptionDataset`, :func:`train_step`, :func:`evaluate_loss`.
 * :mod:`.io`: the model folder (weights, config, vocab) save / load.
+* :mod:`.family`: the ``captioner`` family spec the pipeline's stages run.
 """
+
+from components.families import Entry
+
+# the model families of this package (components.families finds them here)
+FAMILIES = {"captioner": Entry(params="components.captioning.config:CaptionerParams",
+                               spec="components.captioning.family:CAPTIONER")}

@@ -40,13 +40,13 @@ from pycocotools.coco import COCO
 
 from components.data.schema import (
     SPLITS,
-    AnnotationSource,
     DatasetFormatError,
     Skip,
     SourceCaption,
     SourceDataset,
     SourceImage,
 )
+from components.data.sources import AnnotationSource
 
 KARPATHY_SPLITS = {"train": "train", "val": "val", "test": "test", "restval": "train"}
 """Karpathy's split names to ours. ``restval`` (the val2014 images outside the

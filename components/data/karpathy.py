@@ -38,13 +38,13 @@ from components.data.coco import (
     read_json,
 )
 from components.data.schema import (
-    AnnotationSource,
     DatasetFormatError,
     Skip,
     SourceCaption,
     SourceDataset,
     SourceImage,
 )
+from components.data.sources import AnnotationSource
 
 
 def load_karpathy(

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from components.data.coco import load_coco
 from components.data.karpathy import load_karpathy
 from components.data.pascal50s import load_pascal50s
-from components.data.schema import AnnotationSource, SourceDataset
+from components.data.schema import SourceDataset
+from components.data.sources import AnnotationSource
 
 Loader = Callable[..., SourceDataset]
 

@@ -43,13 +43,13 @@ import scipy.io
 
 from components.data.coco import annotation_path, assemble, check_split
 from components.data.schema import (
-    AnnotationSource,
     DatasetFormatError,
     Skip,
     SourceCaption,
     SourceDataset,
     SourceImage,
 )
+from components.data.sources import AnnotationSource
 
 VARIABLES = ("train_sent_final", "refs")
 """The struct arrays looked for, in this order (dataset file, CIDEr code's file)."""

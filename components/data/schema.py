@@ -150,14 +150,3 @@ class SourceDataset:
     skipped: list[Skip] = dataclasses.field(default_factory=list)
 
 
-@dataclasses.dataclass(frozen=True)
-class AnnotationSource:
-    """One annotation file of a real dataset and the folder its images are in.
-
-    ``split`` is used for every image of the file unless the file itself says
-    (Karpathy's ``dataset_*.json``) or a split file is given (COCO).
-    """
-
-    file: str
-    images_dir: str
-    split: str = "train"

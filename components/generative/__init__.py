@@ -20,3 +20,9 @@ Modules (no Ray, no MLflow, no I/O at import):
                  ``Session``) and their ``TorchTrainer`` entry points.
 ``common``       ``unwrap`` (DDP / compile), seeded noise, uint8 <-> float images.
 """
+
+from components.families import Entry
+
+# the model families of this package (components.families finds them here)
+FAMILIES = {"vae": Entry(params="components.generative.config:VAEParams", spec="components.generative.family:VAE"),
+            "gan": Entry(params="components.generative.config:GANParams", spec="components.generative.family:GAN")}

@@ -14,12 +14,12 @@ from components.data.karpathy import load_karpathy
 from components.data.loaders import LOADERS, load_dataset
 from components.data.pascal50s import load_pascal50s
 from components.data.schema import (
-    AnnotationSource,
     DatasetFormatError,
     Skip,
     SourceCaption,
     SourceImage,
 )
+from components.data.sources import AnnotationSource
 from tests.fixtures_formats import (
     COCO_ANNOTATIONS,
     COCO_IMAGES,

@@ -1,15 +1,12 @@
-"""A toy model family, as README §Adding a model family walks through it: one learnable colour.
+"""The toy family's spec: a loop on a ``Session``, an export, an evaluation, a registry kind.
 
 The model is the RGB colour closest (mean squared error) to every pixel of the
-training images; the loop fits it with Adam, one step per epoch. Everything a
-family needs is here: its params group, a loop on a ``Session``, an export,
-an evaluation and a registry kind. ``test_toy_family.py`` registers it and runs
-it through the real train, evaluate and register stages.
+training images; the loop fits it with Adam, one step per epoch.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -22,24 +19,8 @@ from components.generative.data import image_splits, load_images
 from components.io import atomic_dir, short_sha256
 from components.model_folder import read_model_folder, write_model_folder
 from components.registry import ModelKind
-from components.train.config import ScalingParams
 from components.train.family import Family
 from components.train.session import RaySession
-
-
-@dataclasses.dataclass(frozen=True)
-class ToyTrainParams:
-    epochs: int
-    lr: float
-    image_size: int
-    threads_per_worker: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ToyParams:  # params.yaml: train_toy: {model: {}, train: {...}, scaling: {...}}
-    model: dict[str, int]
-    train: ToyTrainParams
-    scaling: ScalingParams
 
 
 def _pixels(paths: list[str], size: int) -> torch.Tensor:
@@ -62,7 +43,7 @@ def loop(config: dict) -> None:  # train_loop_per_worker: one Adam step on the c
         session.end_epoch(state, {"epoch": epoch, "mse": float(loss)}, checkpoint=lambda: dict(state))
 
 
-def export(cfg: ToyParams, state: dict, trained) -> dict:
+def export(cfg: Any, state: dict, trained) -> dict:
     with atomic_dir(trained.outputs["model"]) as tmp:  # the one model folder format: parts, config, extra
         write_model_folder(tmp, family="toy", config={}, parts={"colour": {"rgb": state["colour"]}},
                            extra={"ray_run": trained.run_name})
@@ -91,5 +72,5 @@ TOY = Family(name="toy", loop=loop, inputs={"prepared": "data/prepared"}, output
              loop_config=lambda cfg, inputs: {"train_paths": image_splits(inputs["prepared"])["train"],
                                               "train": cfg.train},
              data_version=lambda inputs: {"data_hash": short_sha256(PreparedDir(inputs["prepared"]).images)},
-             export=export, curve_keys=("epoch", "mse"), evaluate="toy_family:evaluate",
-             eval_outputs=("model",), registration="toy_family:KIND")
+             export=export, curve_keys=("epoch", "mse"), evaluate="components.toy.family:evaluate",
+             eval_outputs=("model",), registration="components.toy.family:KIND")
