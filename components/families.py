@@ -99,9 +99,11 @@ def module_of(name: str) -> str:
 
 
 def modules_of(name: str) -> list[str]:
-    """Every module family ``name`` names: its spec's, and its evaluation's (the evaluate stage's deps)."""
+    """Every module family ``name`` names: its spec's, its evaluation's and its registration's
+    (the deps of the stages that load every family)."""
     family = get(name)
-    return [module_of(name)] + ([family.evaluate.partition(":")[0]] if family.evaluate else [])
+    named = [ref.partition(":")[0] for ref in (family.evaluate, family.registration) if ref]
+    return list(dict.fromkeys([module_of(name), *named]))
 
 
 def get(name: str) -> Any:

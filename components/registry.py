@@ -65,7 +65,7 @@ DEFAULT_BEAM_SIZE = 3  # the captioner's, when a request gives no beam_size
 REQUIREMENTS = ("mlflow", "torch", "torchvision", "numpy", "pandas", "pillow")
 
 
-def _png_bytes(image: np.ndarray | Image.Image) -> bytes:
+def png_bytes(image: np.ndarray | Image.Image) -> bytes:
     """PNG-encode one uint8 ``(H, W, 3)`` array or PIL image."""
     buf = io.BytesIO()
     (image if isinstance(image, Image.Image) else Image.fromarray(image, mode="RGB")).save(buf, format="PNG")
@@ -117,7 +117,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
             if not 1 <= int(n) <= MAX_SAMPLES:
                 raise ValueError(f"n must be in [1, {MAX_SAMPLES}], got {n}")
             images = sample(self._sampler, int(n), int(seed))  # (n, S, S, 3) uint8
-            rows += [{"seed": int(seed), "index": i, "image": base64.b64encode(_png_bytes(img)).decode("ascii")}
+            rows += [{"seed": int(seed), "index": i, "image": base64.b64encode(png_bytes(img)).decode("ascii")}
                      for i, img in enumerate(images)]
         return pd.DataFrame(rows, columns=["seed", "index", "image"])
 
@@ -127,7 +127,7 @@ def _example_png() -> bytes:
     from components.data.synthetic import render_scene, sample_scene
 
     rng = np.random.default_rng(0)
-    return _png_bytes(render_scene(sample_scene(rng), image_size=64, rng=rng))
+    return png_bytes(render_scene(sample_scene(rng), image_size=64, rng=rng))
 
 
 CAPTION_SIGNATURE = ModelSignature(inputs=Schema([ColSpec("binary", "image")]),

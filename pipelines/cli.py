@@ -5,6 +5,7 @@
     capsynth profile smoke --write OUT.yaml       params.yaml + profile, as a file
     capsynth sample --model DIR -n 64 --seed S OUT.png   samples of a VAE/GAN as a PNG grid
     capsynth caption IMAGE... [--model DIR|models:/NAME@ALIAS] [--beam-size K]   one caption per image
+    capsynth imagine "CAPTION" [-n 8] [--seed S] [--model DIR|models:/NAME@ALIAS] OUT.png   images of a caption
     capsynth sweep captioner|vae|gan [--params params.yaml]  Ray Tune search; best config as -S args
     capsynth runs [--keep N]                      list (or prune) the run folders under ray_results/
     capsynth seeds PARAM [--seeds 0 1 2] [-S K=V ...]   one setting over seeds as queued DVC experiments: mean ± std
@@ -25,6 +26,7 @@ STAGES = {"prepare": ("pipelines.prepare", []), "features": ("pipelines.features
 # other commands with their own argument parser, dispatched the same way
 TOOLS = {"sample": ("pipelines.sample", "draw images from a VAE/GAN: sample --model DIR -n 64 --seed S OUT.png"),
          "caption": ("pipelines.caption", "caption image files: caption IMAGE... --model DIR|models:/NAME@ALIAS --beam-size K"),
+         "imagine": ("pipelines.imagine", 'images of a caption: imagine "CAPTION" -n 8 --seed S OUT.png'),
          "sweep": ("pipelines.sweep", "Ray Tune search of a training stage: sweep captioner|vae|gan"),
          "runs": ("pipelines.runs", "list the Ray Train run folders; --keep N prunes all but N per family"),
          "seeds": ("pipelines.seeds", "one setting over several seeds as queued DVC experiments: mean ± std")}

@@ -114,6 +114,8 @@ class EvaluateConfig:
     iw_samples: int
     seed: int
     report_images: int
+    imagine_samples: int  # images per caption, each read back by the captioner
+    imagine_captions: int  # captions judged (the first of each image of the split); 0: all
 
     def __post_init__(self) -> None:
         for key in ("num_fake", "feature_size", "kid_subsets", "kid_subset_size", "pr_neighbours"):
@@ -122,8 +124,12 @@ class EvaluateConfig:
         if self.num_fake <= self.pr_neighbours:
             raise ConfigError(f"evaluate.num_fake ({self.num_fake}) must exceed evaluate.pr_neighbours "
                               f"({self.pr_neighbours})")
-        if self.iw_samples < 0 or self.report_images < 0:
-            raise ConfigError("evaluate.iw_samples and evaluate.report_images must be >= 0")
+        if self.iw_samples < 0 or self.report_images < 0 or self.imagine_captions < 0:
+            raise ConfigError("evaluate.iw_samples, evaluate.report_images and evaluate.imagine_captions "
+                              "must be >= 0")
+        if self.imagine_samples < 2:
+            raise ConfigError(f"evaluate.imagine_samples must be >= 2 (the diversity of one caption's images), "
+                              f"got {self.imagine_samples}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,8 @@
 
 For each family of the registry (:mod:`components.families`) that evaluates,
 the stage hands its ``evaluate`` the training outputs the family names
-(``--<family>-<output>``) and writes what it returns to
+(``--<family>-<output>``, its own or another family's: the imagine family
+reads the captioner's model) and writes what it returns to
 ``--<family>-metrics``:
 
 * ``metrics/captioner.json``: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D and SPICE
@@ -128,6 +129,23 @@ def run(cfg: EvaluateConfig, *, prepared: Path, outputs: Mapping[str, Mapping[st
     return metrics
 
 
+def owned(name: str, ref: str) -> tuple[str, str]:
+    """``(family, output)`` of an ``eval_outputs`` entry of family ``name``: ``output`` is its own,
+    ``other.output`` another family's (the imagine family reads ``captioner.model``)."""
+    owner, dot, output = ref.rpartition(".")
+    return (owner if dot else name), output
+
+
+def training_outputs(names: list[str]) -> dict[tuple[str, str], str]:
+    """Every training output the families ``names`` read, ``(family, output) -> default path``, in order."""
+    found: dict[tuple[str, str], str] = {}
+    for name in names:
+        for ref in families.get(name).eval_outputs:
+            owner, output = owned(name, ref)
+            found.setdefault((owner, output), families.get(owner).default_outputs()[output])
+    return found
+
+
 def evaluated() -> list[str]:
     """The registered families that evaluate, in registry order."""
     return [name for name in families.names() if families.get(name).evaluate is not None]
@@ -139,18 +157,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     names = evaluated()
+    options = training_outputs(names)
+    for (owner, output), default in options.items():
+        parser.add_argument(f"--{owner}-{output}", type=Path, default=Path(default),
+                            help=f"a training output of {owner} (default: {default})")
     for name in names:
-        family = families.get(name)
-        defaults = family.default_outputs()
-        for output in family.eval_outputs:
-            parser.add_argument(f"--{name}-{output}", type=Path, default=Path(defaults[output]),
-                                help=f"its training output (default: {defaults[output]})")
         parser.add_argument(f"--{name}-metrics", type=Path, default=Path(f"metrics/{name}.json"))
     parser.add_argument("--report", type=Path, default=Path("reports/index.html"))
     args = parser.parse_args(argv)
     cfg = load_params(args.params).evaluate
-    outputs = {name: {output: getattr(args, f"{name}_{output}") for output in families.get(name).eval_outputs}
-               for name in names}
+    outputs = {name: {ref: getattr(args, "{}_{}".format(*owned(name, ref)).replace("-", "_"))
+                      for ref in families.get(name).eval_outputs} for name in names}
     metrics = run(cfg, prepared=args.prepared, outputs=outputs,
                   metrics_paths={name: getattr(args, f"{name}_metrics") for name in names},
                   report_path=args.report, params_file=args.params)

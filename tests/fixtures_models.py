@@ -16,6 +16,9 @@ from components.features.backbones import get_spec
 from components.generative.config import GANConfig, VAEConfig
 from components.generative.io import save_model_dir as save_generative_dir
 from components.generative.models import build_gan, build_vae
+from components.imagine.config import ImagineConfig
+from components.imagine.io import save_model_dir as save_imagine_dir
+from components.imagine.models import build_parts as build_imagine_parts
 
 WORDS = ("a", "red", "circle", "blue", "square", "left", "of", "small", "green", "triangle")
 # resnet18 cut after stage 2 (random weights: nothing to download), 32 px input, 2x2 grid
@@ -47,6 +50,15 @@ def vae_dir(path: Path, *, seed: int = 0) -> Path:
                     learn_std=False, beta=1.0)
     torch.manual_seed(seed)
     return save_generative_dir(path, "vae", build_vae(cfg), cfg)
+
+
+def imagine_dir(path: Path, *, seed: int = 0) -> Path:
+    """A caption-conditioned generator folder that :class:`components.imagine.io.Imaginer` loads (words: WORDS)."""
+    vocab = Vocab.build([WORDS], min_word_count=1, max_caption_length=6)
+    cfg = ImagineConfig(image_size=32, latent_dim=4, text_dim=8, word_dim=4, g_channels=4, d_channels=4,
+                        ema_decay=0.9)
+    torch.manual_seed(seed)
+    return save_imagine_dir(path, build_imagine_parts(cfg, len(vocab)), cfg, vocab)
 
 
 def png_bytes(seed: int = 0, size: int = 40) -> bytes:

@@ -80,7 +80,7 @@ class Evaluation:
     Attributes:
         cfg: The ``evaluate`` params group (split, sample counts, seeds...).
         prepared: The prepared data folder (references, images, scenes).
-        outputs: The family's training outputs named in ``Family.eval_outputs``, by name.
+        outputs: The training outputs named in ``Family.eval_outputs``, by those names.
         feature_network: Returns the FID/KID feature network, built once for
             every family that asks (``components.metrics.generative``).
     """
@@ -118,7 +118,8 @@ class Family:
             list (a section id several families use is one section, in registry
             order). A name, not the function: the training stage does not import
             evaluation code, so a change there does not rerun training (DVC deps).
-        eval_outputs: The training outputs ``evaluate`` reads (``("predictions",)``).
+        eval_outputs: The training outputs ``evaluate`` reads: its own (``"predictions"``)
+            or another family's (``"captioner.model"``), the keys of ``Evaluation.outputs``.
         registration: ``"module:attribute"`` of its ``components.registry.ModelKind``
             (registered name, pyfunc, key metric and direction): the ``register``
             stage logs its model folder and moves ``champion``. None: not registered.

@@ -79,11 +79,14 @@ def test_evaluate_options_come_from_the_families(capsys):
         evaluate.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert evaluate.evaluated() == families.names()  # all three evaluate
+    assert evaluate.evaluated() == families.names()  # every family evaluates
     for name in evaluate.evaluated():
         assert f"--{name}-metrics" in out
-        assert all(f"--{name}-{output}" in out for output in families.get(name).eval_outputs)
+        assert all("--{}-{}".format(*evaluate.owned(name, ref)) in out for ref in families.get(name).eval_outputs)
         assert callable(families.get(name).evaluator())
+    # another family's output is one option of its owner: the imagine family reads the captioner's model
+    assert evaluate.owned("imagine", "captioner.model") == ("captioner", "model")
+    assert out.count("\n  --captioner-model ") == 1  # one option, however many families read it
 
 
 def test_report_sections_of_one_id_merge_in_first_appearance_order():

@@ -153,14 +153,15 @@ def test_register_stage_logs_a_pipeline_run_registers_three_models_idempotently(
     fixtures_models.captioner_dir(store / "captioner")
     fixtures_models.vae_dir(store / "vae")
     fixtures_models.gan_dir(store / "gan")
+    fixtures_models.imagine_dir(store / "imagine")
     metrics = _write_metrics(store, captioner={"cider": 0.4, "spice": None}, vae={"test_elbo": -500.0},
-                             gan={"inception_score": None})  # no fid or kid yet
+                             gan={"inception_score": None}, imagine={"object_f1": 0.5})  # no fid or kid yet
     register.main(_stage_args(store, metrics))
     assert "MLFLOW_TRACKING_URI" not in os.environ  # the default store stays the default for the next stage
 
     report = json.loads((store / "reports" / "register.json").read_text())
     assert {k: (v["version"], v["alias"]) for k, v in report.items()} == {
-        "captioner": ("1", CHAMPION), "vae": ("1", CHAMPION), "gan": ("1", CHALLENGER)}
+        "captioner": ("1", CHAMPION), "vae": ("1", CHAMPION), "gan": ("1", CHALLENGER), "imagine": ("1", CHAMPION)}
     assert "fid or kid" in report["gan"]["reason"]
     client = _client(store)
     [stage] = client.search_runs([client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id],
@@ -169,7 +170,7 @@ def test_register_stage_logs_a_pipeline_run_registers_three_models_idempotently(
     assert parent.data.tags[tracking.STAGE_TAG] == "pipeline" and "dvc_stage" not in parent.data.tags
     assert stage.data.tags["dvc_stage"] == "register" and "git_commit" in stage.data.tags
     assert stage.data.params["gan.key_metric"] == "fid|kid"
-    assert stage.data.metrics == {"captioner.cider": 0.4, "vae.test_elbo": -500.0}
+    assert stage.data.metrics == {"captioner.cider": 0.4, "vae.test_elbo": -500.0, "imagine.object_f1": 0.5}
     assert (stage.data.tags["captioner.version"], stage.data.tags["gan.aliases"]) == ("1", CHALLENGER)
     assert stage.info.artifact_uri.startswith((store / "mlartifacts").as_uri())
 
@@ -190,9 +191,11 @@ def test_register_stage_logs_a_pipeline_run_registers_three_models_idempotently(
 
 
 def test_missing_model_folder_is_a_clear_error(store, capsys):
-    metrics = _write_metrics(store, captioner={"cider": 0.4}, vae={"test_elbo": -5.0}, gan={"fid": 9.0})
+    metrics = _write_metrics(store, captioner={"cider": 0.4}, vae={"test_elbo": -5.0}, gan={"fid": 9.0},
+                             imagine={"object_f1": 0.5})
     fixtures_models.vae_dir(store / "vae")
     fixtures_models.gan_dir(store / "gan")
+    fixtures_models.imagine_dir(store / "imagine")
     with pytest.raises(SystemExit) as exit_info:
         register.main(_stage_args(store, metrics))
     assert exit_info.value.code == 2
@@ -206,7 +209,7 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri(store, monkeypatc
         port = sock.getsockname()[1]
     uri = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    metrics = _write_metrics(store, captioner={}, vae={}, gan={})
+    metrics = _write_metrics(store, captioner={}, vae={}, gan={}, imagine={})
     for kind in registry.kinds():
         getattr(fixtures_models, f"{kind}_dir")(store / kind)
     start = time.perf_counter()

@@ -1,0 +1,94 @@
+"""The ``train_imagine`` params group: a caption-conditioned GAN and its training loop.
+
+A leaf module (no torch, no model code), in the project's one config style
+(:mod:`components.config`): every key required, names as ``Literal``, ranges
+checked in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from components.config import ConfigError, check_choices
+from components.train.config import ScalingParams
+
+SUPPORTED_IMAGE_SIZES = (32, 64)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagineConfig:
+    """A caption-conditioned generator and its projection discriminator (``components.imagine.models``).
+
+    Attributes:
+        image_size: Image side in px (32 or 64).
+        latent_dim: Size of the noise z.
+        text_dim: Size of the caption embedding (the GRU's hidden state).
+        word_dim: Size of the word embeddings the GRU reads.
+        g_channels: Generator width (channels of its last hidden stage).
+        d_channels: Discriminator width (channels of its first stage).
+        ema_decay: Decay of the generator's weight average, sampled from.
+    """
+
+    image_size: int
+    latent_dim: int
+    text_dim: int
+    word_dim: int
+    g_channels: int
+    d_channels: int
+    ema_decay: float
+
+    def __post_init__(self) -> None:
+        if self.image_size not in SUPPORTED_IMAGE_SIZES:
+            raise ConfigError(f"ImagineConfig.image_size must be one of {SUPPORTED_IMAGE_SIZES}, "
+                              f"got {self.image_size}")
+        for key in ("latent_dim", "text_dim", "word_dim", "g_channels", "d_channels"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"ImagineConfig.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ImagineConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagineTrainParams:
+    """Optimisation keys of ``train_imagine.train``."""
+
+    epochs: int
+    batch_size: int
+    lr_g: float
+    lr_d: float
+    betas: tuple[float, float]  # Adam's, shared (SN-GAN with the hinge loss: (0.0, 0.9))
+    augment: Literal["none", "translation"]  # DiffAugment before D (cutout would erase named objects)
+    mismatch_weight: float  # weight of D's "real image, wrong caption" fake term (Reed et al. 2016); 0: off
+    num_samples: int  # EMA-generator samples of val captions per epoch, for the diagnostics
+    sample_seed: int
+    seed: int
+    amp: bool  # bf16 autocast on CUDA (ignored on the CPU)
+    threads_per_worker: int
+    fail_at_epoch: int  # failure injection for the fault-tolerance tests; -1: off
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        for key in ("epochs", "batch_size", "threads_per_worker"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train_imagine.train.{key} must be >= 1, got {getattr(self, key)}")
+        if self.lr_g <= 0 or self.lr_d <= 0:
+            raise ConfigError("train_imagine.train: lr_g and lr_d must be > 0")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"train_imagine.train.betas must be in [0, 1), got {self.betas}")
+        if self.mismatch_weight < 0:
+            raise ConfigError(f"train_imagine.train.mismatch_weight must be >= 0, got {self.mismatch_weight}")
+        if self.num_samples < 2:
+            raise ConfigError(f"train_imagine.train.num_samples must be >= 2, got {self.num_samples}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagineParams:
+    """``train_imagine`` stage: prepared images and captions → a caption-conditioned generator."""
+
+    model: ImagineConfig
+    train: ImagineTrainParams
+    scaling: ScalingParams
+
+
+__all__ = ["ImagineConfig", "ImagineParams", "ImagineTrainParams"]
