@@ -1,8 +1,10 @@
-"""`mlflow models serve` answers a real HTTP request with a caption, offline, from the registry's champion."""
+"""`mlflow models serve` answers real HTTP requests, offline, from the registry's champions: a caption, images."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
 import os
 import signal
@@ -12,9 +14,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from components import registry, tracking
 from tests import fixtures_models
@@ -57,14 +61,9 @@ def _stop(server: subprocess.Popen) -> None:
             continue
 
 
-@pytest.mark.slow
-def test_served_champion_captions_a_posted_png(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    with tracking._restore_globals(), tracking.stage_run("register", params={}):
-        done = registry.register("captioner", fixtures_models.captioner_dir(tmp_path / "captioner"), {"cider": 0.1})
-    assert done.alias == registry.CHAMPION
-
+@contextlib.contextmanager
+def _served(model_uri: str, tmp_path: Path) -> Iterator[str]:
+    """``mlflow models serve`` of ``model_uri`` from the store in ``tmp_path``; yields its URL."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     # the venv's bin first: `mlflow models serve` execs `uvicorn` from PATH (as with `make`)
@@ -74,20 +73,58 @@ def test_served_champion_captions_a_posted_png(tmp_path, monkeypatch):
     log = tmp_path / "server.log"
     with open(log, "w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/capsynth-captioner@champion",
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
             cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
         _wait_for_ping(url, server, log)
-        png = base64.b64encode(fixtures_models.png_bytes(5)).decode("ascii")
-        body = {"dataframe_split": {"columns": ["image"], "data": [[png]]}, "params": {"beam_size": 1}}
-        request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            answer = json.loads(resp.read())
+        yield url
     finally:
         _stop(server)
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.mark.slow
+def test_served_champion_captions_a_posted_png(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with tracking._restore_globals(), tracking.stage_run("register", params={}):
+        done = registry.register("captioner", fixtures_models.captioner_dir(tmp_path / "captioner"), {"cider": 0.1})
+    assert done.alias == registry.CHAMPION
+
+    with _served("models:/capsynth-captioner@champion", tmp_path) as url:
+        png = base64.b64encode(fixtures_models.png_bytes(5)).decode("ascii")
+        status, answer = _post(url, {"dataframe_split": {"columns": ["image"], "data": [[png]]},
+                                     "params": {"beam_size": 1}})
+    assert status == 200
     [prediction] = answer["predictions"]
     words = prediction["caption"].split()
     assert words and set(words) <= set(fixtures_models.WORDS), answer
+
+
+@pytest.mark.slow
+def test_served_imagine_model_draws_a_posted_caption_and_refuses_unknown_words(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with tracking._restore_globals(), tracking.stage_run("register", params={}):
+        done = registry.register("imagine", fixtures_models.imagine_dir(tmp_path / "imagine"), {"object_f1": 0.5})
+    assert done.alias == registry.CHAMPION
+
+    with _served("models:/capsynth-imagine@champion", tmp_path) as url:
+        columns = ["caption", "n", "seed"]
+        status, answer = _post(url, {"dataframe_split": {"columns": columns, "data": [["a red circle", 2, 0]]}})
+        bad_status, bad = _post(url, {"dataframe_split": {"columns": columns, "data": [["a purple circle", 1, 0]]}})
+    assert status == 200 and len(answer["predictions"]) == 2, answer
+    with Image.open(io.BytesIO(base64.b64decode(answer["predictions"][0]["image"]))) as image:
+        assert image.size == (32, 32)
+    assert bad_status == 400 and "outside the vocabulary: purple" in bad["message"], bad
