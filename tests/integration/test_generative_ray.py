@@ -84,7 +84,7 @@ def test_train_vae_stage_writes_a_model_that_rebuilds_alone_and_samples(in_smoke
     assert got["epochs_run"] == cfg.train.epochs
 
     loaded = load_model_dir(paths["model"])
-    assert loaded.kind == "vae" and loaded.cfg == cfg.model and set(loaded.parts) == {"vae"}
+    assert loaded.family == "vae" and loaded.cfg == cfg.model and set(loaded.parts) == {"vae"}
 
     # the CLI: same seed, same picture; another seed, another one
     outs = [tmp_path / f"s{i}.png" for i in range(3)]
