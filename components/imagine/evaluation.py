@@ -5,7 +5,9 @@ For the first caption of every image of the split (at most
 (seeded); the trained captioner captions each, the scene parser reads the
 caption, and the reading is scored against the scene the conditioning caption
 describes (the scene table of the synthetic data): object precision, recall
-and F1, relation F1, exact-scene accuracy, also by number of objects. This is
+and F1 (size, colour and shape must all match), relation F1, exact-scene
+accuracy, also by number of objects, and object F1 on the colour alone, on
+size and colour, and on the shape alone. This is
 the generator's *caption consistency*. Beside it:
 
 * the judge's ceiling: the same scores of the captioner on the real images
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import html
 import io
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,10 +65,27 @@ def read_back(captioner: Captioner, images: np.ndarray, *, batch_size: int = 64)
     return out
 
 
+ATTRIBUTES = {"colour": (1,), "size_colour": (0, 1), "shape": (2,)}  # positions in (size, colour, shape)
+
+
+def attribute_f1(readings: Sequence[str], scenes: Sequence[Any], positions: tuple[int, ...]) -> float:
+    """Object F1 matching only some attributes (``(1,)``: the colour): where a generator follows a caption
+    in part (the right colours, blurred shapes), this says which part."""
+    tp = fp = fn = 0
+    for reading, scene in zip(readings, scenes):
+        said = Counter(tuple(obj.key[i] for i in positions) for obj in parse_caption(reading).objects)
+        true = Counter(tuple(obj.key[i] for i in positions) for obj in scene)
+        hit = sum((said & true).values())
+        tp, fp, fn = tp + hit, fp + sum(said.values()) - hit, fn + sum(true.values()) - hit
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
 def consistency(readings: Sequence[str], scenes: Sequence[Any], *, prefix: str) -> dict[str, float]:
-    """Scene scores of ``readings`` against ``scenes`` (one each), overall and by number of objects."""
+    """Scene scores of ``readings`` against ``scenes`` (one each), overall, by attribute and by number of objects."""
     metrics = {f"{prefix}{k}": v for k, v in scene_accuracy(dict(enumerate(readings)), dict(enumerate(scenes))).items()
                if k != "names_all_objects"}
+    for name, positions in ATTRIBUTES.items():
+        metrics[f"{prefix}{name}_f1"] = attribute_f1(readings, scenes, positions)
     for count in sorted({len(s) for s in scenes}):
         rows = [i for i, s in enumerate(scenes) if len(s) == count]
         exact = [score_caption(parse_caption(readings[i]), scenes[i])["exact"] for i in rows]
@@ -130,4 +150,4 @@ def round_trip_section(captions: Sequence[str], images: np.ndarray, readings: Se
     return Section("imagine", "Imagine: caption → images → the captioner's reading", "".join(rows))
 
 
-__all__ = ["consistency", "evaluate", "read_back", "round_trip_section"]
+__all__ = ["attribute_f1", "consistency", "evaluate", "read_back", "round_trip_section"]

@@ -150,3 +150,18 @@ def test_served_model_answers_bad_requests_as_invalid_parameters(tmp_path):
         with pytest.raises(MlflowException) as err:
             model.predict(None, pd.DataFrame(bad))
         assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_consistency_scores_a_reading_by_object_and_by_attribute():
+    from components.data.scene_language import SceneObject
+    from components.imagine.evaluation import consistency
+
+    scene = [SceneObject("circle", "red", "small", 0.2, 0.5), SceneObject("square", "blue", "large", 0.8, 0.5)]
+    right = "a small red circle to the left of a large blue square"
+    blurred = "a small red square to the left of a large blue circle"  # colours and sizes right, shapes swapped
+    got = consistency([right, blurred], [scene, scene], prefix="")
+    assert got["object_f1"] == 0.5 and got["exact_scene_accuracy"] == 0.5
+    assert got["colour_f1"] == 1.0 and got["size_colour_f1"] == 1.0 and got["shape_f1"] == 1.0  # as multisets
+    assert got["exact_scene_accuracy_2_objects"] == 0.5
+    one = consistency(["a large green triangle"], [[SceneObject("triangle", "green", "large", 0.5, 0.5)]], prefix="x_")
+    assert one["x_object_f1"] == 1.0 and one["x_exact_scene_accuracy_1_objects"] == 1.0
