@@ -24,7 +24,9 @@ reads the captioner's model) and writes what it returns to
   family's sections (captions with references and attention maps; sample
   grids, reconstructions, interpolations).
 
-The FID/KID feature network is built once, for the first family that asks.
+``--families NAME ...`` evaluates only those (their options only): to score
+one model again by hand. The FID/KID feature network is built once, for the
+first family that asks.
 Every output is written atomically.
 """
 
@@ -156,7 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    names = evaluated()
+    known = evaluated()
+    for p in (parser, pre := argparse.ArgumentParser(add_help=False)):  # the families decide the other options
+        p.add_argument("--families", nargs="+", choices=known, default=known, metavar="NAME",
+                       help=f"evaluate only these families (default: all of {', '.join(known)})")
+    names = pre.parse_known_args(argv)[0].families
     options = training_outputs(names)
     for (owner, output), default in options.items():
         parser.add_argument(f"--{owner}-{output}", type=Path, default=Path(default),

@@ -122,3 +122,16 @@ def test_identical_runs_train_one_after_the_other(tmp_path):
     with train.run_lock(tmp_path, "gan-other"):  # another run does not wait
         with train.run_lock(tmp_path, "vae-abc"):
             pass
+
+
+def test_evaluate_can_take_a_subset_of_the_families(capsys):
+    from pipelines import evaluate
+
+    with pytest.raises(SystemExit):
+        evaluate.main(["--families", "imagine", "--help"])
+    out = capsys.readouterr().out
+    assert "--imagine-model" in out and "--captioner-model" in out and "--imagine-metrics" in out
+    assert "--vae-model" not in out and "--captioner-metrics" not in out
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--families", "nope"])
+    assert exit_info.value.code == 2
