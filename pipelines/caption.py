@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 from components.captioning.inference import Captioner
 from components.captioning.io import FAMILY
 from components.model_folder import find_model_folder
-from pipelines.common import stage_main
+from pipelines.common import REGISTRY_PREFIX, local_model, stage_main
 
 
 def find_model_dir(root: Path) -> Path:
@@ -47,15 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"no such image: {', '.join(missing)}")
-    if args.model.startswith("models:/"):
-        from components import tracking
-
-        with tempfile.TemporaryDirectory(prefix="capsynth-caption-") as tmp:
-            write_captions(args.images, tracking.download_artifacts(args.model, tmp), beam_size=args.beam_size)
-    else:
-        if not Path(args.model).is_dir():
-            raise FileNotFoundError(f"{args.model} not found: train a captioner first (dvc repro)")
-        write_captions(args.images, Path(args.model), beam_size=args.beam_size)
+    if not args.model.startswith(REGISTRY_PREFIX) and not Path(args.model).is_dir():
+        raise FileNotFoundError(f"{args.model} not found: train a captioner first (dvc repro)")
+    with local_model(args.model, "caption") as model_dir:
+        write_captions(args.images, model_dir, beam_size=args.beam_size)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from components.config import ConfigError
 from components.data.images import BadImageError
@@ -19,6 +22,22 @@ USER_ERRORS = (ConfigError, DatasetFormatError, BadImageError, FileNotFoundError
 class StageFailed(RuntimeError):
     """The stage stopped for a reason its message explains in full (e.g. a diverged
     training run, with where its last good checkpoint is): one line, exit code 1."""
+
+
+REGISTRY_PREFIX = "models:/"
+
+
+@contextlib.contextmanager
+def local_model(model: str, command: str) -> Iterator[Path]:
+    """``model`` as a local folder for the block: a folder as it is, or a registry URI
+    (``models:/NAME@ALIAS``) whose artifacts are downloaded to a temporary folder, removed after."""
+    if not model.startswith(REGISTRY_PREFIX):
+        yield Path(model)
+        return
+    from components import tracking
+
+    with tempfile.TemporaryDirectory(prefix=f"capsynth-{command}-") as tmp:
+        yield Path(tracking.download_artifacts(model, tmp))
 
 
 def stage_main(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:

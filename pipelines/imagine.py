@@ -12,14 +12,13 @@ its vocabulary, which the message lists) is an error, as is ``n`` outside
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from components.generative.sampling import image_grid
 from components.imagine.io import FAMILY, MAX_IMAGES_PER_CAPTION, CaptionError, Imaginer
 from components.io import atomic_file
 from components.model_folder import find_model_folder
-from pipelines.common import stage_main
+from pipelines.common import local_model, stage_main
 
 
 def write_images(model_dir: Path, caption: str, out: Path, *, n: int, seed: int) -> Path:
@@ -44,14 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.n <= MAX_IMAGES_PER_CAPTION:
         parser.error(f"-n must be in 1..{MAX_IMAGES_PER_CAPTION}, got {args.n}")
     try:
-        if args.model.startswith("models:/"):
-            from components import tracking
-
-            with tempfile.TemporaryDirectory(prefix="capsynth-imagine-") as tmp:
-                write_images(Path(tracking.download_artifacts(args.model, tmp)), args.caption, args.out, n=args.n,
-                             seed=args.seed)
-        else:
-            write_images(Path(args.model), args.caption, args.out, n=args.n, seed=args.seed)
+        with local_model(args.model, "imagine") as model_dir:
+            write_images(model_dir, args.caption, args.out, n=args.n, seed=args.seed)
     except CaptionError as err:  # what was asked cannot be drawn: a usage error, exit code 2
         parser.error(str(err))
     print(f"wrote {args.out}: {args.n} images of {args.caption!r} from {args.model} (seed {args.seed})")

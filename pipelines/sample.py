@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
 from pathlib import Path
 
 from components.generative.io import load_generator
@@ -22,7 +21,7 @@ from components.generative.models import MODELS
 from components.generative.sampling import image_grid, sample
 from components.io import atomic_file
 from components.model_folder import find_model_folder
-from pipelines.common import stage_main
+from pipelines.common import REGISTRY_PREFIX, local_model, stage_main
 
 
 def find_model_dir(root: Path) -> Path:
@@ -51,14 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error(f"-n must be >= 1, got {args.n}")
-    if args.model.startswith("models:/"):
-        from components import tracking
-
-        with tempfile.TemporaryDirectory(prefix="capsynth-sample-") as tmp:
-            local = tracking.download_artifacts(args.model, tmp)
-            write_samples(find_model_dir(local), args.out, n=args.n, seed=args.seed, nrow=args.nrow)
-    else:
-        write_samples(Path(args.model), args.out, n=args.n, seed=args.seed, nrow=args.nrow)
+    with local_model(args.model, "sample") as path:
+        # a folder is used as given; a registry model's artifacts hold the folder somewhere inside
+        model_dir = find_model_dir(path) if args.model.startswith(REGISTRY_PREFIX) else path
+        write_samples(model_dir, args.out, n=args.n, seed=args.seed, nrow=args.nrow)
     print(f"wrote {args.out}: {args.n} samples from {args.model} (seed {args.seed})")
 
 
