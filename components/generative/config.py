@@ -139,7 +139,8 @@ class GANConfig:
 # ---------------------------------------------------------------------------
 
 
-def _check_train_common(name: str, cfg: Any) -> None:
+def check_train_common(name: str, cfg: Any) -> None:
+    """The checks every GAN-style loop's ``train`` group shares: epochs, batch, threads, samples, Adam betas."""
     for key in ("epochs", "batch_size", "threads_per_worker"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{name}.{key} must be >= 1, got {getattr(cfg, key)}")
@@ -167,7 +168,7 @@ class VAETrainParams:
     fail_at_epoch: int  # failure injection for fault-tolerance tests; -1: off
 
     def __post_init__(self) -> None:
-        _check_train_common("train_vae.train", self)
+        check_train_common("train_vae.train", self)
         if self.lr <= 0 or self.grad_clip < 0 or self.iw_samples < 0:
             raise ConfigError("train_vae.train: lr must be > 0, grad_clip and iw_samples >= 0")
 
@@ -191,7 +192,7 @@ class GANTrainParams:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        _check_train_common("train_gan.train", self)
+        check_train_common("train_gan.train", self)
         if self.lr_g <= 0 or self.lr_d <= 0:
             raise ConfigError("train_gan.train: lr_g and lr_d must be > 0")
 

@@ -275,14 +275,7 @@ def fit_gan(
     size = model_cfg.image_size
     state: dict[str, Any] = {"epoch": -1, "step": 0, "history": [],
                              "progress": torch.zeros((0, PROGRESS_SAMPLES, size, size, 3), dtype=torch.uint8)}
-    restored = session.restore()
-    if restored is not None:
-        unwrap(G).load_state_dict(restored["generator"])
-        unwrap(D).load_state_dict(restored["discriminator"])
-        ema.load_state_dict(restored["ema"])
-        opt_g.load_state_dict(restored["opt_g"])
-        opt_d.load_state_dict(restored["opt_d"])
-        state = {k: restored[k] for k in state}
+    state = restore_gan(session.restore(), state, G, D, ema, opt_g, opt_d)
 
     train = _Epochs(ImageTensorDataset(train_images, value_range=MODELS["gan"].value_range),
                     batch_size=cfg.batch_size, seed=cfg.seed, session=session)
@@ -328,16 +321,31 @@ def fit_gan(
             state["progress"] = torch.cat([state["progress"], row[None]])
         metrics["epoch_seconds"] = time.perf_counter() - start
         session.end_epoch(state, metrics,
-                          checkpoint=lambda: _gan_state(state, G, D, ema, opt_g, opt_d, model_cfg))
+                          checkpoint=lambda: gan_state(state, G, D, ema, opt_g, opt_d, model_cfg))
 
-    return _gan_state(state, G, D, ema, opt_g, opt_d, model_cfg)
+    return gan_state(state, G, D, ema, opt_g, opt_d, model_cfg)
 
 
-def _gan_state(state: dict[str, Any], G: nn.Module, D: nn.Module, ema: EMA, opt_g, opt_d,
-               model_cfg: GANConfig) -> dict[str, Any]:
+def gan_state(state: dict[str, Any], G: nn.Module, D: nn.Module, ema: EMA, opt_g, opt_d,
+              model_cfg: Any) -> dict[str, Any]:
+    """A GAN loop's checkpoint: its ``state`` with both players, the EMA, both optimisers and the model config."""
     return {**state, "generator": unwrap(G).state_dict(), "discriminator": unwrap(D).state_dict(),
             "generator_ema": ema.module.state_dict(), "ema": ema.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "model_config": to_dict(model_cfg)}
+
+
+def restore_gan(restored: dict[str, Any] | None, state: dict[str, Any], G: nn.Module, D: nn.Module, ema: EMA,
+                opt_g, opt_d) -> dict[str, Any]:
+    """Load a :func:`gan_state` checkpoint into the players, the EMA and the optimisers; return the
+    loop state (the keys of ``state``) to go on from. ``restored`` None: ``state`` as it is."""
+    if restored is None:
+        return state
+    unwrap(G).load_state_dict(restored["generator"])
+    unwrap(D).load_state_dict(restored["discriminator"])
+    ema.load_state_dict(restored["ema"])
+    opt_g.load_state_dict(restored["opt_g"])
+    opt_d.load_state_dict(restored["opt_d"])
+    return {k: restored[k] for k in state}
 
 
 # ---------------------------------------------------------------------------
@@ -373,5 +381,5 @@ def grid_rows(progress: Tensor) -> np.ndarray:
     return progress.reshape(-1, *progress.shape[2:]).numpy()
 
 
-__all__ = ["evaluate_vae", "fit_vae", "fit_gan",
+__all__ = ["evaluate_vae", "fit_vae", "fit_gan", "gan_state", "restore_gan",
            "train_loop_per_worker_vae", "train_loop_per_worker_gan", "grid_rows"]

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Literal
 
 from components.config import ConfigError, check_choices
+from components.generative.config import check_train_common
 from components.train.config import ScalingParams
 
 SUPPORTED_IMAGE_SIZES = (32, 64)
@@ -69,17 +70,11 @@ class ImagineTrainParams:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        for key in ("epochs", "batch_size", "threads_per_worker"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"train_imagine.train.{key} must be >= 1, got {getattr(self, key)}")
+        check_train_common("train_imagine.train", self)
         if self.lr_g <= 0 or self.lr_d <= 0:
             raise ConfigError("train_imagine.train: lr_g and lr_d must be > 0")
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ConfigError(f"train_imagine.train.betas must be in [0, 1), got {self.betas}")
         if self.mismatch_weight < 0:
             raise ConfigError(f"train_imagine.train.mismatch_weight must be >= 0, got {self.mismatch_weight}")
-        if self.num_samples < 2:
-            raise ConfigError(f"train_imagine.train.num_samples must be >= 2, got {self.num_samples}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ from components.data.folders import PreparedDir
 from components.data.text import Vocab
 from components.generative.fit import grid_rows
 from components.generative.sampling import image_grid
-from components.imagine.data import captioned_images, pad
+from components.imagine.data import CaptionedImages, captioned_images, pad
 from components.imagine.fit import train_loop_per_worker
 from components.imagine.io import save_model_dir
 from components.imagine.models import build_parts, imagine
@@ -69,7 +69,7 @@ def export(cfg: Any, state: dict[str, Any], trained: Trained) -> dict[str, Any]:
         save_model_dir(tmp, parts, cfg.model, vocab,
                        extra={"ray_run": trained.run_name, **trained.data_version, "steps": state["step"],
                               "metrics": without_wall_clock(metrics)})
-    held_out = captioned_images(prepared, "test" if _has_split(prepared, "test") else "val")
+    held_out = _held_out(prepared)
     captions = [c[0] for c in held_out.captions[:SAMPLE_CAPTIONS]]
     tokens, lengths = pad([ids[0] for ids in held_out.token_ids[:SAMPLE_CAPTIONS]])
     images = imagine(parts["generator_ema"], tokens, lengths, SAMPLES_PER_CAPTION, cfg.train.sample_seed)
@@ -81,12 +81,12 @@ def export(cfg: Any, state: dict[str, Any], trained: Trained) -> dict[str, Any]:
     return metrics
 
 
-def _has_split(prepared: Path, split: str) -> bool:
+def _held_out(prepared: Path) -> CaptionedImages:
+    """The test split's captioned images, or val's when there is no captioned test image."""
     try:
-        captioned_images(prepared, split)
+        return captioned_images(prepared, "test")
     except ValueError:
-        return False
-    return True
+        return captioned_images(prepared, "val")
 
 
 IMAGINE = Family(name="imagine", loop=train_loop_per_worker, inputs={"prepared": "data/prepared"},

@@ -30,11 +30,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from components.config import to_dict
 from components.generative.augment import AUGMENTATIONS
 from components.generative.data import load_images
 from components.generative.diagnostics import colour_distance, sample_diversity
 from components.generative.ema import EMA
+from components.generative.fit import gan_state, restore_gan
 from components.generative.steps import make_gan_optimizers
 from components.imagine.config import ImagineConfig, ImagineTrainParams
 from components.imagine.data import pad
@@ -173,14 +173,7 @@ def fit_imagine(session: Session, *, train_images: Tensor, train_tokens: list[li
     size, n_val = model_cfg.image_size, min(cfg.num_samples, len(val_tokens))
     state: dict[str, Any] = {"epoch": -1, "step": 0, "history": [], "progress": torch.zeros(
         (0, min(PROGRESS_CAPTIONS, n_val), size, size, 3), dtype=torch.uint8)}
-    restored = session.restore()
-    if restored is not None:
-        unwrap(G).load_state_dict(restored["generator"])
-        unwrap(D).load_state_dict(restored["discriminator"])
-        ema.load_state_dict(restored["ema"])
-        opt_g.load_state_dict(restored["opt_g"])
-        opt_d.load_state_dict(restored["opt_d"])
-        state = {k: restored[k] for k in state}
+    state = restore_gan(session.restore(), state, G, D, ema, opt_g, opt_d)
 
     train = batches(Pairs(train_images, train_tokens), batch_size=cfg.batch_size, seed=cfg.seed, session=session)
     val_t, val_l = pad(val_tokens[:n_val])
@@ -189,9 +182,7 @@ def fit_imagine(session: Session, *, train_images: Tensor, train_tokens: list[li
     augment = AUGMENTATIONS[cfg.augment]
 
     def snapshot() -> dict[str, Any]:
-        return {**state, "generator": unwrap(G).state_dict(), "discriminator": unwrap(D).state_dict(),
-                "generator_ema": ema.module.state_dict(), "ema": ema.state_dict(), "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(), "model_config": to_dict(model_cfg), "vocab_size": vocab_size}
+        return {**gan_state(state, G, D, ema, opt_g, opt_d, model_cfg), "vocab_size": vocab_size}
 
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         maybe_inject_failure(cfg.fail_at_epoch, epoch, session, storage_dir)

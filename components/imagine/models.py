@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from components.data.text import Vocab, tokenize
+from components.imagine.data import pad
 from components.generative.gan import dcgan_init_
 from components.generative.vae import num_stages
 from components.imagine.config import ImagineConfig
@@ -59,11 +60,7 @@ def encode_captions(captions: Sequence[str], vocab: Vocab) -> tuple[Tensor, Tens
             raise CaptionError(f"words outside the vocabulary: {', '.join(unknown)} (in {caption!r}; "
                                f"known: {', '.join(vocab.tokens[4:])})")
         rows.append([vocab.id(w) for w in words])
-    length = max((len(r) for r in rows), default=1)
-    tokens = torch.full((len(rows), length), vocab.pad_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, : len(row)] = torch.tensor(row)
-    return tokens, torch.tensor([len(r) for r in rows], dtype=torch.long)
+    return pad(rows)
 
 
 class TextEncoder(nn.Module):
