@@ -25,6 +25,7 @@ from ruamel.yaml import YAML
 from components import families
 from components.config import ConfigError, build, deep_merge, flatten
 from components.data.sources import AnnotationSource
+from components.train.config import Precision
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -82,7 +83,7 @@ class FeaturesConfig:
     threads_per_actor: int
     num_decode_tasks: int
     device: Literal["auto", "cpu", "cuda"]
-    autocast: Literal["bfloat16", "float16", "none"]
+    precision: Precision
     channels_last: bool
 
     def __post_init__(self) -> None:

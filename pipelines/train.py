@@ -164,6 +164,9 @@ def run(family: Family, cfg: Any, *, inputs: Mapping[str, Path], outputs: Mappin
                                           logger=logger)
         log.info("%s: trained %d epochs in %.0f s", family.name, len(state["history"]), seconds)
         metrics = family.export(cfg, state, Trained(run_name, seconds, version, inputs, outputs))
+        # what `precision: auto` resolved to on the workers (components.train.precision)
+        metrics["precision"] = "bf16" if state["history"] and state["history"][-1].get("bf16_autocast") else "fp32"
+        tracking.set_tags({"capsynth.precision": metrics["precision"]})
         write_json(outputs["metrics"], metrics)
         write_curves(outputs["plots"], state["history"], family.curve_keys)
         tracking.log_metrics({k: v for k, v in metrics.items()

@@ -112,7 +112,7 @@ def run_baseline(table: pa.Table, out: Path, model, options: ModelOptions, *, si
 
 
 def run_ray(images_parquet: Path, out: Path, *, backbone: str, size: int, stage: int, grid_size: int,
-            batch_size: int, threads: int, workers: int, dtype: str) -> _Clock:
+            batch_size: int, threads: int, workers: int, dtype: str, precision: str = "fp32") -> _Clock:
     """The stage's pipeline, as the stage calls it (cluster start included the first time)."""
     clock = _Clock()
     # logical CPUs enough for the configuration, so --threads 2 runs on 2 cores as the baseline does
@@ -120,8 +120,36 @@ def run_ray(images_parquet: Path, out: Path, *, backbone: str, size: int, stage:
     extract_features(images_parquet, out, backbone=backbone, weights="random", seed=0, input_size=size,
                      stage=stage, grid_size=grid_size, batch_size=batch_size, dtype=dtype, num_actors=1,
                      threads_per_actor=threads, num_decode_tasks=workers, device="cpu",
-                     progress=False, on_batch=clock.batch)
+                     precision=precision, progress=False, on_batch=clock.batch)
     return clock
+
+
+def _compare_precision(args: argparse.Namespace, images_parquet: Path, work: Path, size: int) -> None:
+    """The stage's pipeline at ``precision: fp32`` against ``auto``, alternated over the rounds."""
+    from components.features.store import load_features
+    from components.train.precision import resolve
+
+    auto = resolve("auto", "cpu")
+    print(f"precision auto resolves to {auto} on this CPU")
+    kwargs = dict(backbone=args.backbone, size=size, stage=args.stage, grid_size=args.grid_size,
+                  batch_size=args.batch_size, threads=args.threads, workers=args.decode_workers, dtype=args.dtype)
+    ratios = []
+    for r in range(args.rounds):
+        clocks, grids = {}, {}
+        for precision in ("fp32", "auto"):
+            out = work / f"{precision}-{r}"
+            out.mkdir()
+            clocks[precision] = run_ray(images_parquet, out, precision=precision, **kwargs)
+            grids[precision] = load_features(out).grid.astype(np.float32)
+            shutil.rmtree(out)
+        ratios.append(clocks["auto"].steady_ips / clocks["fp32"].steady_ips)
+        scale = float(np.abs(grids["fp32"]).mean())
+        diff = float(np.abs(grids["auto"] - grids["fp32"]).mean()) / max(scale, 1e-12)
+        print(f"round {r + 1}/{args.rounds}: fp32 {clocks['fp32'].steady_ips:7.1f} images/s, "
+              f"auto ({auto}) {clocks['auto'].steady_ips:7.1f} images/s; "
+              f"mean |auto - fp32| / mean |fp32| of the grid features: {diff:.4f}")
+    print(f"ratio auto/fp32 steady state: {statistics.median(ratios):.3f} "
+          f"(median of {args.rounds}: {', '.join(f'{x:.3f}' for x in ratios)}; target >= 1.8)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
                              "left by the decode workers, at least 1)")
     parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
     parser.add_argument("--rounds", type=int, default=1, help="alternate baseline and Ray this many times")
+    parser.add_argument("--precision", action="store_true",
+                        help="compare the stage's pipeline at precision fp32 (baseline) and auto instead "
+                             "(bf16 autocast on a CPU with AMX / AVX-512 BF16), both under Ray")
     args = parser.parse_args(argv)
     if args.threads is None:
         args.threads = max(1, (os.cpu_count() or 1) - args.decode_workers)
@@ -159,7 +190,10 @@ def main(argv: list[str] | None = None) -> None:
         model, _ = load_backbone(args.backbone, weights="random", seed=0, grid_size=args.grid_size,
                                  stage=args.stage)
         options = ModelOptions(backbone=args.backbone, grid_size=args.grid_size, stage=args.stage,
-                               dtype=args.dtype, device="cpu", threads=args.threads)
+                               dtype=args.dtype, device="cpu", threads=args.threads, precision="fp32")
+        if args.precision:
+            _compare_precision(args, images_parquet, work, size)
+            return
         print(f"bench.features: {args.num_images} images {args.image_size} px -> {size} px, {args.backbone} "
               f"(stage {args.stage}), "
               f"batch {args.batch_size}, {args.threads} torch threads + {args.decode_workers} decode "

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Literal
 
 from components.config import ConfigError, check_choices
-from components.train.config import ScalingParams
+from components.train.config import Precision, ScalingParams
 
 
 # names of the model registries (``models.MODELS``, ``models.CELLS``, tested to agree), here so
@@ -53,7 +53,7 @@ class CaptionerTrainParams:
     scheduled_sampling: float  # final probability, ramped linearly from 0 (Bengio et al. 2015)
     early_stopping_patience: int  # epochs without a better val CIDEr; 0: never stop early
     seed: int
-    amp: bool  # bf16 autocast on CUDA; ignored on CPU
+    precision: Precision  # bf16 autocast: auto (where the hardware has it) | bf16 | fp32
     threads_per_worker: int  # torch intra-op threads (Ray sets 1 by default)
     fail_at_epoch: int  # failure injection for fault-tolerance tests; -1: off
 

@@ -35,10 +35,10 @@ from components.captioning.models import CaptionerConfig, build_model
 from components.captioning.train import CaptionDataset, collate_captions, evaluate_loss, train_step
 from components.metrics.captions import quick_scores
 from components.train.guard import guard
+from components.train.precision import autocast_dtype as autocast_dtype_
 from components.train.session import (
     RaySession,
     Session,
-    amp_dtype,
     derive_seed,
     maybe_inject_failure,
     unwrap,
@@ -134,7 +134,7 @@ def fit_captioner(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(optimizer, cfg)
     loss_cfg = LossConfig(label_smoothing=cfg.label_smoothing, attention_penalty=cfg.attention_penalty)
-    autocast_dtype = amp_dtype(device, cfg.amp)
+    autocast_dtype = autocast_dtype_(cfg.precision, device)
 
     state: dict[str, Any] = {"epoch": -1, "history": [], "best_cider": -math.inf, "best_epoch": -1,
                              "bad_epochs": 0, "best_model": None}
@@ -196,6 +196,7 @@ def fit_captioner(
             "sampling_prob": sampling_prob,
             "train_captions_per_s": captions_seen * session.world_size / max(train_seconds, 1e-9),
             "epoch_seconds": time.perf_counter() - start,
+            "bf16_autocast": float(autocast_dtype is not None),
         }
         if val_scores["cider"] > state["best_cider"]:
             state["best_cider"], state["best_epoch"], state["bad_epochs"] = val_scores["cider"], epoch, 0

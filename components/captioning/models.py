@@ -38,6 +38,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from components import config as config_lib
 from components.captioning.config import Architecture, Cell
@@ -165,6 +166,39 @@ class RecurrentCore(nn.Module):
         out, hx = self.rnn(x, self._pack(tuple(s.transpose(0, 1).contiguous() for s in state)))
         return out, tuple(s.transpose(0, 1) for s in self._unpack(hx))  # (B, L, H) each
 
+    def input_gates(self, x: Tensor) -> Tensor:
+        """Layer 0's input projection with its bias, ``(..., I) -> (..., G)``: the part of a step
+        that does not depend on the state, so a caller can compute it for all steps at once."""
+        return F.linear(x, self.rnn.weight_ih_l0, self.rnn.bias_ih_l0)
+
+    def cell(self, layer: int, gates_x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """One step of one layer from its input gates ``(B, G)``; ``state`` and the result are
+        ``state_names`` tensors of ``(B, H)``. The same maths (and weights) as ``self.rnn``."""
+        raise NotImplementedError
+
+    def step_layers(self, gates_x: Tensor, layers: list[tuple[Tensor, ...]]) -> list[tuple[Tensor, ...]]:
+        """One step of the whole stack from layer 0's input gates (see :meth:`input_gates`).
+
+        ``layers``: per layer, its ``(B, H)`` state tensors. Between layers, dropout as
+        ``nn.LSTM`` / ``nn.GRU`` apply it (training only). Returns the new per-layer states;
+        the top layer's output is ``result[-1][0]``.
+        """
+        new = [self.cell(0, gates_x, layers[0])]
+        for layer in range(1, self.num_layers):
+            x = F.dropout(new[-1][0], self.rnn.dropout, self.training)
+            gates = F.linear(x, getattr(self.rnn, f"weight_ih_l{layer}"), getattr(self.rnn, f"bias_ih_l{layer}"))
+            new.append(self.cell(layer, gates, layers[layer]))
+        return new
+
+    def split_state(self, state: State) -> list[tuple[Tensor, ...]]:
+        """``(B, L, H)`` state tensors -> per layer, its ``(B, H)`` tensors."""
+        return [tuple(s[:, layer] for s in state) for layer in range(self.num_layers)]
+
+    @staticmethod
+    def join_state(layers: list[tuple[Tensor, ...]]) -> State:
+        """Inverse of :meth:`split_state`."""
+        return tuple(torch.stack(parts, 1) for parts in zip(*layers))
+
 
 class LSTMCore(RecurrentCore):
     """LSTM (Hochreiter & Schmidhuber 1997); state ``(h, c)``."""
@@ -178,6 +212,13 @@ class LSTMCore(RecurrentCore):
     def _unpack(self, hx: tuple[Tensor, Tensor]) -> State:
         return tuple(hx)
 
+    def cell(self, layer: int, gates_x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        h, c = state
+        gates = gates_x + F.linear(h, getattr(self.rnn, f"weight_hh_l{layer}"), getattr(self.rnn, f"bias_hh_l{layer}"))
+        i, f, g, o = gates.chunk(4, 1)  # PyTorch's gate order
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
 
 class GRUCore(RecurrentCore):
     """GRU (Cho et al. 2014); state ``(h,)``."""
@@ -190,6 +231,16 @@ class GRUCore(RecurrentCore):
 
     def _unpack(self, hx: Tensor) -> State:
         return (hx,)
+
+    def cell(self, layer: int, gates_x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor]:
+        (h,) = state
+        gates_h = F.linear(h, getattr(self.rnn, f"weight_hh_l{layer}"), getattr(self.rnn, f"bias_hh_l{layer}"))
+        x_r, x_z, x_n = gates_x.chunk(3, 1)
+        h_r, h_z, h_n = gates_h.chunk(3, 1)
+        r = torch.sigmoid(x_r + h_r)
+        z = torch.sigmoid(x_z + h_z)
+        n = torch.tanh(x_n + r * h_n)
+        return ((1 - z) * n + z * h,)
 
 
 CELLS: dict[str, type[RecurrentCore]] = {"lstm": LSTMCore, "gru": GRUCore}
@@ -427,17 +478,47 @@ class ShowAttendTell(CaptionModel):
         )  # (B, L, H) each
         return (*recurrent, grid, self.attention.project_memory(grid))  # + (B, P, C), (B, P, A)
 
+    def _attend(self, h_prev: Tensor, memory: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """The gated context ``z_t`` ``(B, C)`` and ``alpha_t`` ``(B, P)`` from the top layer of ``h_{t-1}``."""
+        context, alpha = self.attention(h_prev, memory, keys)  # (B, C), (B, P)
+        return torch.sigmoid(self.f_beta(h_prev)) * context, alpha  # beta_t gate (B, 1)
+
+    def _core_inputs(self, emb: Tensor) -> tuple[Tensor, Tensor]:
+        """Layer 0's input weights split into the word part (applied to ``emb`` ``(..., E)``, with
+        the bias) and the context part: ``W [E y; z] + b = (W_E E y + b) + W_z z``."""
+        e = self.config.embed_dim
+        weight = self.core.rnn.weight_ih_l0
+        return F.linear(self.dropout(emb), weight[:, :e], self.core.rnn.bias_ih_l0), weight[:, e:]
+
+    def _logits(self, emb: Tensor, h: Tensor, z: Tensor) -> Tensor:
+        return self.out(self.dropout(emb + self.out_h(h) + self.out_z(z)))  # Xu eq. 7
+
     def step_logits(self, tokens: Tensor, state: State) -> tuple[Tensor, State, Tensor]:
         *recurrent, memory, keys = state
-        h_prev = recurrent[0][:, -1]  # (B, H): top layer of h_{t-1}
-        context, alpha = self.attention(h_prev, memory, keys)  # (B, C), (B, P)
-        z = torch.sigmoid(self.f_beta(h_prev)) * context  # (B, C), beta_t gate (B, 1)
+        layers = self.core.split_state(tuple(recurrent))
+        z, alpha = self._attend(layers[-1][0], memory, keys)
         emb = self.embed(tokens)  # (B, E)
-        x = torch.cat([self.dropout(emb), z], -1)[:, None]  # (B, 1, E + C)
-        out, recurrent = self.core(x, tuple(recurrent))
-        h = out[:, 0]  # (B, H)
-        logits = self.out(self.dropout(emb + self.out_h(h) + self.out_z(z)))  # (B, V), Xu eq. 7
-        return logits, (*recurrent, memory, keys), alpha
+        word_gates, w_z = self._core_inputs(emb)
+        layers = self.core.step_layers(word_gates + F.linear(z, w_z), layers)
+        return self._logits(emb, layers[-1][0], z), (*self.core.join_state(layers), memory, keys), alpha
+
+    def _teacher_forced(self, grid: Tensor | None, pooled: Tensor, tokens: Tensor) -> CaptionOutput:
+        # step_logits over the whole caption, with what does not depend on the recurrence taken
+        # out of the loop: the word embeddings and their share of the input gates before it, the
+        # deep output layer (three linears over (B, T-1, .)) after it. Same maths and weights.
+        *recurrent, memory, keys = self.init_state(grid, pooled)
+        layers = self.core.split_state(tuple(recurrent))
+        emb = self.embed(tokens[:, :-1])  # (B, T-1, E)
+        word_gates, w_z = self._core_inputs(emb)  # (B, T-1, G)
+        hs, zs, alphas = [], [], []
+        for t in range(emb.shape[1]):
+            z, alpha = self._attend(layers[-1][0], memory, keys)
+            layers = self.core.step_layers(word_gates[:, t] + F.linear(z, w_z), layers)
+            hs.append(layers[-1][0])
+            zs.append(z)
+            alphas.append(alpha)
+        logits = self._logits(emb, torch.stack(hs, 1), torch.stack(zs, 1))  # (B, T-1, V)
+        return CaptionOutput(logits, torch.stack(alphas, 1))
 
 
 MODELS: dict[str, type[CaptionModel]] = {"show_tell": ShowTell, "show_attend_tell": ShowAttendTell}

@@ -59,10 +59,11 @@ from components.features.backbones import Backbone, get_spec
 from components.features.decode import ImageDecodeError, decode_batch, load_resized  # noqa: F401
 from components.features.store import LAYOUT, ShardWriter, features_table, write_meta
 from components.features.weights import WeightsError, backbone_from_state, load_backbone
+from components.train.precision import autocast_dtype
+from components.train.precision import resolve as resolve_precision
 
 log = logging.getLogger(__name__)
 
-AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # --------------------------------------------------------------------------- the model step
@@ -77,7 +78,7 @@ class ModelOptions:
     stage: int = 4  # where the trunk ends (output stride 4, 8, 16, 32)
     dtype: str = "float16"  # storage dtype of grid and pooled
     device: str = "cpu"  # cpu | cuda
-    autocast: str = "bfloat16"  # CUDA only: bfloat16 | float16 | none
+    precision: str = "auto"  # bf16 autocast: auto | bf16 | fp32 (components.train.precision)
     channels_last: bool = True
     threads: int = 1  # torch intra-op threads
 
@@ -107,10 +108,7 @@ class Featurizer:
             torch.backends.cudnn.deterministic = True
         self.model = backbone.to(self.device, memory_format=self.memory_format).eval()
         self.out_dtype = torch.float16 if options.dtype == "float16" else torch.float32
-        amp = AUTOCAST_DTYPES.get(options.autocast) if self.device.type == "cuda" else None
-        if amp is torch.bfloat16 and not torch.cuda.is_bf16_supported():
-            amp = torch.float16
-        self.autocast = amp
+        self.autocast = autocast_dtype(options.precision, self.device)
 
     def _set_threads(self) -> None:
         # Per calling thread: OpenMP's thread count is a per-thread setting, and Ray Data
@@ -228,7 +226,7 @@ def extract_features(
     threads_per_actor: int = 1,
     num_decode_tasks: int = 1,
     device: str = "auto",
-    autocast: str = "bfloat16",
+    precision: str = "auto",
     channels_last: bool = True,
     root: str | os.PathLike | None = None,
     progress: bool = True,
@@ -255,7 +253,8 @@ def extract_features(
         threads_per_actor: Torch threads per actor on the CPU.
         num_decode_tasks: Concurrent decode tasks.
         device: ``auto`` (GPU if the cluster has one) | ``cpu`` | ``cuda``.
-        autocast: On CUDA: ``bfloat16`` | ``float16`` | ``none`` (CPU runs float32).
+        precision: ``auto`` (bf16 autocast on a GPU with bf16 or a CPU with AMX / AVX-512 BF16)
+            | ``bf16`` | ``fp32`` (:mod:`components.train.precision`).
         channels_last: Run the model in channels-last memory format.
         root: Folder relative image paths are relative to (default: the cwd).
         progress: Show Ray Data's progress bars.
@@ -294,7 +293,7 @@ def extract_features(
                      num_decode_tasks=num_decode_tasks)
     images = read_image_table(images_table, root=root)
     options = ModelOptions(backbone=backbone, grid_size=grid_size, stage=stage, dtype=dtype,
-                           device=device, autocast=autocast, channels_last=channels_last,
+                           device=device, precision=precision, channels_last=channels_last,
                            threads=threads_per_actor)
     log.info("features: %d images, %s stage %d (%s weights, sha256 %s…), %d px → %dx%d map → %dx%d grid, "
              "%s on %s", images.num_rows, backbone, stage, weights, info.sha256[:12], size, fmap, fmap,
@@ -335,7 +334,7 @@ def extract_features(
         "num_images": rows,
         "layout": LAYOUT,
         "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
-        "compute": {"device": device, "autocast": autocast if device == "cuda" else "none",
+        "compute": {"device": device, "precision": resolve_precision(precision, device),
                     "batch_size": batch_size},
         "shards": shards,
     }

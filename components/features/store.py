@@ -23,7 +23,7 @@ encoding, so reading it is one pass at memory speed.
 ``meta.json``: ``backbone``, ``weights`` (``random`` | ``imagenet`` | ``path``),
 ``weights_source``, ``weights_sha256``, ``input_size``, ``grid_size``,
 ``channels``, ``dtype``, ``num_images``, ``layout``, ``shards`` (file and rows),
-``compute`` (device, autocast: the numerics the features came from).
+``compute`` (device, precision: the numerics the features came from).
 
 Reading back (:func:`load_features`): Parquet pages cannot be mapped as arrays,
 so each shard is decoded once into Arrow memory (the file is memory-mapped,

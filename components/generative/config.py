@@ -20,7 +20,7 @@ import dataclasses
 from typing import Any, Literal, get_args
 
 from components.config import ConfigError, check_choices
-from components.train.config import ScalingParams
+from components.train.config import Precision, ScalingParams
 
 # The names params.yaml may use, stated here so this module imports no model code (and no
 # torch): the registries they select from (``vae.LIKELIHOODS``, ``losses.GAN_LOSSES``,
@@ -163,11 +163,12 @@ class VAETrainParams:
     num_samples: int  # prior samples per epoch for the diagnostics (diversity, colours)
     sample_seed: int  # seed of the diagnostic and fixed-noise samples
     seed: int
-    amp: bool  # bf16 autocast of the train steps on CUDA; evaluation stays float32; ignored on CPU
+    precision: Precision  # bf16 autocast of the train steps: auto | bf16 | fp32; evaluation stays float32
     threads_per_worker: int  # torch intra-op threads per worker (and the CPUs it reserves)
     fail_at_epoch: int  # failure injection for fault-tolerance tests; -1: off
 
     def __post_init__(self) -> None:
+        check_choices(self)
         check_train_common("train_vae.train", self)
         if self.lr <= 0 or self.grad_clip < 0 or self.iw_samples < 0:
             raise ConfigError("train_vae.train: lr must be > 0, grad_clip and iw_samples >= 0")
@@ -186,7 +187,7 @@ class GANTrainParams:
     num_samples: int
     sample_seed: int
     seed: int
-    amp: bool
+    precision: Precision
     threads_per_worker: int
     fail_at_epoch: int
 

@@ -45,10 +45,10 @@ from components.generative.models import MODELS, build_gan, build_vae
 from components.generative.sampling import sample
 from components.generative.steps import gan_train_step, make_gan_optimizers, vae_eval_step, vae_train_step
 from components.train.guard import TrainingDivergedError, guard
+from components.train.precision import autocast_dtype
 from components.train.session import (
     RaySession,
     Session,
-    amp_dtype,
     autocast,
     derive_seed,
     maybe_inject_failure,
@@ -188,7 +188,7 @@ def fit_vae(
         epoch_start_time, start = time.time(), time.perf_counter()
         sums, seen, steps = {}, 0, 0
         for batch in train(epoch, device):
-            with autocast(device, amp_dtype(device, cfg.amp)):
+            with autocast(device, autocast_dtype(cfg.precision, device)):
                 out = vae_train_step(model, batch, optimizer, generator=noise, grad_clip=cfg.grad_clip or None)
             guard(out, step=state["step"], epoch=epoch, last_good_epoch=state["epoch"])
             for k, v in out.items():
@@ -218,6 +218,7 @@ def fit_vae(
             metrics.update(diagnostics)
             state["progress"] = torch.cat([state["progress"], row[None]])
         metrics["epoch_seconds"] = time.perf_counter() - start
+        metrics["bf16_autocast"] = float(autocast_dtype(cfg.precision, device) is not None)
         session.end_epoch(state, metrics, checkpoint=lambda: {
             **state, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
             "model_config": to_dict(model_cfg)})
@@ -290,7 +291,7 @@ def fit_gan(
         sums = {"d_loss": 0.0, "gp": 0.0, "d_real": 0.0, "d_fake": 0.0}
         g_loss, g_steps, seen, steps = 0.0, 0, 0, 0
         for batch in train(epoch, device):
-            with autocast(device, amp_dtype(device, cfg.amp)):
+            with autocast(device, autocast_dtype(cfg.precision, device)):
                 out = gan_train_step(G, D, batch, opt_g, opt_d, loss=model_cfg.loss, n_critic=model_cfg.n_critic,
                                      gp_weight=model_cfg.gp_weight, ema=ema, step=state["step"],
                                      generator=noise, augment=augment)
@@ -320,6 +321,7 @@ def fit_gan(
             metrics.update(diagnostics)
             state["progress"] = torch.cat([state["progress"], row[None]])
         metrics["epoch_seconds"] = time.perf_counter() - start
+        metrics["bf16_autocast"] = float(autocast_dtype(cfg.precision, device) is not None)
         session.end_epoch(state, metrics,
                           checkpoint=lambda: gan_state(state, G, D, ema, opt_g, opt_d, model_cfg))
 

@@ -234,7 +234,7 @@ def gradient_penalty(
     x_hat = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)  # (B, C, H, W)
     scores = critic(x_hat)  # (B,)
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)  # (B, C, H, W)
-    grad_norm = grad.flatten(start_dim=1).norm(2, dim=1)  # (B,)
+    grad_norm = grad.float().flatten(start_dim=1).norm(2, dim=1)  # (B,), float32 under autocast
     return weight * (grad_norm - 1.0).pow(2).mean()
 
 

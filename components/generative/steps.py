@@ -171,8 +171,8 @@ def gan_train_step(G: nn.Module, D: nn.Module, batch: Tensor, opt_g: torch.optim
     with torch.no_grad():
         fake = seen_by_d(G(z))  # (B, 3, H, W)
     real = seen_by_d(batch)
-    real_logits = D(real)  # (B,)
-    fake_logits = D(fake)  # (B,)
+    real_logits = D(real).float()  # (B,); losses in float32 under bf16 autocast
+    fake_logits = D(fake).float()  # (B,)
     d_loss = loss_fns.d_loss(real_logits, fake_logits)
     gp = (gradient_penalty(D, real, fake, weight=gp_weight, generator=generator)
           if gp_weight > 0 else torch.zeros((), device=batch.device))
@@ -184,7 +184,7 @@ def gan_train_step(G: nn.Module, D: nn.Module, batch: Tensor, opt_g: torch.optim
     g_updated = (step + 1) % n_critic == 0
     if g_updated:
         z = standard_normal((b, latent_dim), generator=generator, like=batch)  # (B, L)
-        g_loss = loss_fns.g_loss(D(seen_by_d(G(z))))
+        g_loss = loss_fns.g_loss(D(seen_by_d(G(z))).float())
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()

@@ -256,11 +256,12 @@ class VAE(nn.Module):
             sample of log p(x|z)) and ``kl``; and ``mu``, ``logvar``, ``z``
             ``(B, L)``, ``params`` ``(B, 3, H, W)``.
         """
-        mu, logvar = self.encoder(x)  # (B, L) each
+        # under bf16 autocast the networks compute in bf16; the latent, the likelihood and the KL in float32
+        mu, logvar = (t.float() for t in self.encoder(x))  # (B, L) each
         if eps is None:
             eps = standard_normal(mu.shape, generator=generator, like=mu)
         z = mu + torch.exp(0.5 * logvar) * eps  # (B, L)
-        params = self.decoder(z)  # (B, 3, H, W)
+        params = self.decoder(z).float()  # (B, 3, H, W)
         return {
             "log_px_z": self.likelihood.log_prob(x, params),  # (B,)
             "kl": losses.gaussian_kl(mu, logvar),  # (B,)

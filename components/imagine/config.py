@@ -12,7 +12,7 @@ from typing import Literal
 
 from components.config import ConfigError, check_choices
 from components.generative.config import check_train_common
-from components.train.config import ScalingParams
+from components.train.config import Precision, ScalingParams
 
 SUPPORTED_IMAGE_SIZES = (32, 64)
 
@@ -64,7 +64,7 @@ class ImagineTrainParams:
     num_samples: int  # EMA-generator samples of val captions per epoch, for the diagnostics
     sample_seed: int
     seed: int
-    amp: bool  # bf16 autocast on CUDA (ignored on the CPU)
+    precision: Precision  # bf16 autocast of the train steps: auto | bf16 | fp32
     threads_per_worker: int
     fail_at_epoch: int  # failure injection for the fault-tolerance tests; -1: off
 

@@ -40,10 +40,10 @@ from components.imagine.config import ImagineConfig, ImagineTrainParams
 from components.imagine.data import pad
 from components.imagine.models import VALUE_RANGE, ConditionalGenerator, ProjectionDiscriminator, imagine
 from components.train.guard import guard
+from components.train.precision import autocast_dtype
 from components.train.session import (
     RaySession,
     Session,
-    amp_dtype,
     autocast,
     derive_seed,
     maybe_inject_failure,
@@ -191,7 +191,7 @@ def fit_imagine(session: Session, *, train_images: Tensor, train_tokens: list[li
         sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "d_mismatch": 0.0}
         seen = steps = 0
         for images, tokens, lengths in train(epoch):
-            with autocast(device, amp_dtype(device, cfg.amp)):
+            with autocast(device, autocast_dtype(cfg.precision, device)):
                 out = train_step(G, D, images, tokens, lengths, opt_g, opt_d, ema=ema,
                                  mismatch_weight=cfg.mismatch_weight, generator=noise, augment=augment)
             out = {k: float(v) for k, v in out.items()}
@@ -212,6 +212,7 @@ def fit_imagine(session: Session, *, train_images: Tensor, train_tokens: list[li
             metrics.update(values)
             state["progress"] = torch.cat([state["progress"], row[None]])
         metrics["epoch_seconds"] = time.perf_counter() - start
+        metrics["bf16_autocast"] = float(autocast_dtype(cfg.precision, device) is not None)
         session.end_epoch(state, metrics, checkpoint=snapshot)
     return snapshot()
 

@@ -7,8 +7,15 @@ loading ``params.yaml`` imports no training code.
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from components.config import ConfigError
+
+
+Precision = Literal["auto", "bf16", "fp32"]
+"""The ``precision`` param of every training group (and ``features``): bf16 autocast where the
+hardware runs it fast (``auto``), always (``bf16``) or never (``fp32``); see
+:mod:`components.train.precision`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,4 +31,4 @@ class ScalingParams:
             raise ConfigError(f"scaling.num_workers must be >= 1, got {self.num_workers}")
 
 
-__all__ = ["ScalingParams"]
+__all__ = ["Precision", "ScalingParams"]

@@ -198,11 +198,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """The autocast dtype of a loop's ``amp`` param: bf16 on CUDA; None (float32) on CPU or when off."""
-    return torch.bfloat16 if amp and device.type == "cuda" else None
-
-
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """``torch.autocast`` on ``device`` at ``dtype``; a no-op for None (every loop's one autocast)."""
     if dtype is None:

@@ -198,3 +198,23 @@ def test_config_names_are_the_registry_keys():
     """config.py states the names (it imports no model code); the registries must have exactly them."""
     assert sorted(get_args(Architecture)) == sorted(MODELS)
     assert sorted(get_args(Cell)) == sorted(CELLS)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_functional_cell_steps_equal_the_fused_rnn(cell, layers):
+    # the attention decoder steps the stack with RecurrentCore.step_layers (its own maths over
+    # nn.LSTM / nn.GRU's weights); it must equal the fused kernel over the same sequence
+    torch.manual_seed(0)
+    core = CELLS[cell](input_dim=6, hidden_dim=5, num_layers=layers, dropout=0.2).eval()
+    x = torch.randn(3, 4, 6)  # (B, T, I)
+    state = tuple(torch.randn(3, layers, 5) for _ in core.state_names)
+    want, want_state = core(x, state)
+    per_layer = core.split_state(state)
+    outs = []
+    for t in range(x.shape[1]):
+        per_layer = core.step_layers(core.input_gates(x[:, t]), per_layer)
+        outs.append(per_layer[-1][0])
+    torch.testing.assert_close(torch.stack(outs, 1), want)
+    for got, ref in zip(core.join_state(per_layer), want_state):
+        torch.testing.assert_close(got, ref)

@@ -69,7 +69,7 @@ def resnet18():
 def test_featurizer_shapes_dtypes_and_values(resnet18, dtype):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)  # (B, S, S, 3)
-    options = ModelOptions(backbone="resnet18", grid_size=2, dtype=dtype, threads=1)
+    options = ModelOptions(backbone="resnet18", grid_size=2, dtype=dtype, threads=1, precision="fp32")
     featurize = Featurizer(resnet18.state_dict(), options)  # rebuilt from the state, as in an actor
     table = featurize({"image_id": np.array([5, 6, 7]), "image": images})
     assert table.column("image_id").to_pylist() == [5, 6, 7]
@@ -84,6 +84,21 @@ def test_featurizer_shapes_dtypes_and_values(resnet18, dtype):
     tol = dict(rtol=1e-2, atol=1e-2) if dtype == "float16" else dict(rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(grid.astype(np.float32), ref_grid.numpy(), **tol)
     np.testing.assert_allclose(pooled.astype(np.float32), ref_pooled.numpy(), **tol)
+
+
+def test_featurizer_bf16_autocast_stays_close_to_float32(resnet18):
+    # precision bf16: the backbone under bf16 autocast; the features stay within bf16's rounding of fp32's
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, size=(4, 64, 64, 3), dtype=np.uint8)
+    batch = {"image_id": np.arange(4), "image": images}
+    grids = {}
+    for precision in ("fp32", "bf16"):
+        featurize = Featurizer(None, ModelOptions(backbone="resnet18", grid_size=2, dtype="float32", threads=1,
+                                                  precision=precision), backbone=resnet18)
+        assert (featurize.autocast is torch.bfloat16) == (precision == "bf16")
+        grids[precision] = featurize(batch).column("grid").combine_chunks().flatten().to_numpy()
+    rel = np.abs(grids["bf16"] - grids["fp32"]).mean() / np.abs(grids["fp32"]).mean()
+    assert 0 < rel < 0.03  # bf16 differs (it ran), by about its 8-bit mantissa's rounding
 
 
 def test_featurizer_is_batch_independent(resnet18):

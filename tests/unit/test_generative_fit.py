@@ -26,12 +26,12 @@ SIZE = 16
 VAE_MODEL = VAEConfig(image_size=SIZE, latent_dim=8, base_channels=8, decoder_res_blocks=0, likelihood="gaussian", gaussian_std=0.05,
                       learn_std=True, beta=1.0)
 VAE_TRAIN = VAETrainParams(epochs=1, batch_size=16, lr=3e-3, betas=(0.9, 0.999), grad_clip=0.0, iw_samples=4,
-                           num_samples=16, sample_seed=0, seed=0, amp=False, threads_per_worker=1, fail_at_epoch=-1)
+                           num_samples=16, sample_seed=0, seed=0, precision="fp32", threads_per_worker=1, fail_at_epoch=-1)
 GAN_MODEL = GANConfig(image_size=SIZE, latent_dim=8, g_channels=8, d_channels=8, loss="non_saturating",
                       d_norm="batch", spectral_norm=False, n_critic=2, gp_weight=0.0, ema_decay=0.9)
 GAN_TRAIN = GANTrainParams(epochs=1, batch_size=16, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999),
                            augment="translation_cutout", num_samples=16,
-                           sample_seed=0, seed=0, amp=False, threads_per_worker=1, fail_at_epoch=-1)
+                           sample_seed=0, seed=0, precision="fp32", threads_per_worker=1, fail_at_epoch=-1)
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from tests import fixtures_models
 
 CFG = ImagineConfig(image_size=32, latent_dim=8, text_dim=16, word_dim=8, g_channels=8, d_channels=8, ema_decay=0.9)
 TRAIN = ImagineTrainParams(epochs=2, batch_size=8, lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.9), augment="translation",
-                           mismatch_weight=1.0, num_samples=4, sample_seed=0, seed=0, amp=True, threads_per_worker=1,
+                           mismatch_weight=1.0, num_samples=4, sample_seed=0, seed=0, precision="fp32", threads_per_worker=1,
                            fail_at_epoch=-1)
 V = 12
 
