@@ -51,6 +51,7 @@ class CaptionerTrainParams:
     label_smoothing: float
     attention_penalty: float  # lambda of Xu et al. 2015 eq. 14
     scheduled_sampling: float  # final probability, ramped linearly from 0 (Bengio et al. 2015)
+    length_buckets: int  # batches per length bucket (LengthBucketBatches); 0: plain shuffled batches
     early_stopping_patience: int  # epochs without a better val CIDEr; 0: never stop early
     seed: int
     precision: Precision  # bf16 autocast: auto (where the hardware has it) | bf16 | fp32
@@ -59,6 +60,8 @@ class CaptionerTrainParams:
 
     def __post_init__(self) -> None:
         check_choices(self)
+        if self.length_buckets < 0:
+            raise ConfigError(f"train_captioner.train.length_buckets must be >= 0, got {self.length_buckets}")
 
 
 @dataclasses.dataclass(frozen=True)

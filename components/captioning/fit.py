@@ -32,7 +32,13 @@ from components.captioning.data import CaptionData, SplitCaptions, load_caption_
 from components.captioning.decoding import beam_search, greedy_decode
 from components.captioning.losses import LossConfig
 from components.captioning.models import CaptionerConfig, build_model
-from components.captioning.train import CaptionDataset, collate_captions, evaluate_loss, train_step
+from components.captioning.train import (
+    CaptionDataset,
+    LengthBucketBatches,
+    collate_captions,
+    evaluate_loss,
+    train_step,
+)
 from components.metrics.captions import quick_scores
 from components.train.guard import guard
 from components.train.precision import autocast_dtype as autocast_dtype_
@@ -46,10 +52,16 @@ from components.train.session import (
 
 
 def _loader(split: SplitCaptions, data: CaptionData, batch_size: int, *, shuffle: bool, seed: int,
-            session: Session | None) -> torch.utils.data.DataLoader:
+            session: Session | None, length_buckets: int = 0) -> torch.utils.data.DataLoader:
     dataset = CaptionDataset(data.features.grid, data.features.pooled, split.caption_rows, split.token_ids)
     sampler = session.sampler(dataset, shuffle=shuffle, seed=seed) if session else None
     generator = torch.Generator().manual_seed(seed)
+    if shuffle and length_buckets:
+        lengths = (np.asarray(split.token_ids) != 0).sum(1)  # tokens per caption, <start> and <end> included
+        batches = LengthBucketBatches(lengths, batch_size=batch_size, buckets=length_buckets, seed=seed,
+                                      sampler=sampler)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate_captions,
+                                           num_workers=0)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
         collate_fn=collate_captions, generator=generator, num_workers=0,
@@ -146,7 +158,7 @@ def fit_captioner(
         state = {k: restored[k] for k in state}
 
     train_loader = _loader(data.splits["train"], data, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                           session=session)
+                           session=session, length_buckets=cfg.length_buckets)
     val_loader = _loader(data.splits["val"], data, cfg.batch_size, shuffle=False, seed=cfg.seed, session=None)
     sampling_gen = torch.Generator(device="cpu")
 
@@ -156,10 +168,12 @@ def fit_captioner(
         maybe_inject_failure(cfg.fail_at_epoch, epoch, session, storage_dir)
         # every random stream reseeded per epoch (and rank): a resumed run repeats this epoch exactly
         torch.manual_seed(derive_seed(cfg.seed, session.rank, epoch, 0))  # dropout
-        train_loader.generator.manual_seed(derive_seed(cfg.seed, epoch, 1))  # the shuffle (one process)
+        if train_loader.generator is not None:
+            train_loader.generator.manual_seed(derive_seed(cfg.seed, epoch, 1))  # the shuffle (one process)
         sampling_gen.manual_seed(derive_seed(cfg.seed, session.rank, epoch, 2))  # scheduled sampling
-        if hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)  # DistributedSampler: seed + epoch
+        for epoch_sampler in (train_loader.sampler, train_loader.batch_sampler):
+            if hasattr(epoch_sampler, "set_epoch"):  # DistributedSampler / LengthBucketBatches: seed + epoch
+                epoch_sampler.set_epoch(epoch)
         sampling_prob = cfg.scheduled_sampling * epoch / max(cfg.epochs - 1, 1)
         start = time.perf_counter()
         sums, steps, captions_seen = {"loss": 0.0, "cross_entropy": 0.0, "grad_norm": 0.0}, 0, 0

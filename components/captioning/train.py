@@ -9,7 +9,7 @@ wraps it in a ``DataLoader`` with :func:`collate_captions`, calls
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -76,6 +76,63 @@ class CaptionDataset(Dataset):
         pooled = torch.from_numpy(np.asarray(self.pooled[rows], dtype=np.float32))  # (B, C)
         tokens = torch.from_numpy(self.token_ids[np.asarray(indices, dtype=np.int64)])  # (B, L)
         return [CaptionBatch(g, p, t) for g, p, t in zip(grid, pooled, tokens)]
+
+
+class LengthBucketBatches(torch.utils.data.Sampler[list[int]]):
+    """Shuffled batches of captions of similar length: fewer padded decoder steps.
+
+    A batch is unrolled for as many steps as its longest caption. On the synthetic
+    data lengths run from 6 to 19 tokens (mean 12.7), so plain shuffled batches of 32
+    are nearly always 19 wide; grouping similar lengths cuts the steps by about a third.
+
+    Each epoch: the indices of ``sampler`` (or a shuffle of all of them) in order, cut
+    into chunks of ``batch_size * buckets``; each chunk sorted by length (stable) and cut
+    into batches; then the order of all batches shuffled. Deterministic given ``seed``
+    and the epoch (:meth:`set_epoch`), as the loop's resume needs. Under DDP ``sampler``
+    is the rank's ``DistributedSampler``: every rank gets the same number of batches.
+
+    Args:
+        lengths: ``(M,)`` token count of each caption.
+        batch_size: Captions per batch (the last batch of a chunk may be smaller).
+        buckets: Batches per chunk (>= 1); larger: tighter lengths, less random batches.
+        seed: Seed of the shuffles.
+        sampler: The rank's sampler, or None for a shuffle of ``range(M)``.
+    """
+
+    def __init__(self, lengths: np.ndarray, *, batch_size: int, buckets: int, seed: int,
+                 sampler: torch.utils.data.Sampler | None = None) -> None:
+        if batch_size < 1 or buckets < 1:
+            raise ValueError(f"batch_size and buckets must be >= 1, got {batch_size} and {buckets}")
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.buckets, self.seed = batch_size, buckets, seed
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def _batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = (np.fromiter(iter(self.sampler), dtype=np.int64) if self.sampler is not None
+                 else rng.permutation(len(self.lengths)))
+        chunk = self.batch_size * self.buckets
+        batches: list[list[int]] = []
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            part = part[np.argsort(self.lengths[part], kind="stable")]
+            batches += [part[i : i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if self.sampler is not None else len(self.lengths)
+        chunk = self.batch_size * self.buckets
+        full, rest = divmod(n, chunk)
+        return full * self.buckets + math.ceil(rest / self.batch_size)
 
 
 def collate_captions(items: Sequence[CaptionBatch], *, pad_id: int = Vocab.pad_id) -> CaptionBatch:
@@ -174,4 +231,4 @@ def evaluate_loss(model: nn.Module, loader: Iterable[Sequence[Tensor]], *, loss_
     }
 
 
-__all__ = ["CaptionBatch", "CaptionDataset", "collate_captions", "evaluate_loss", "train_step"]
+__all__ = ["CaptionBatch", "CaptionDataset", "LengthBucketBatches", "collate_captions", "evaluate_loss", "train_step"]

@@ -122,3 +122,37 @@ def test_train_step_clips_and_supports_autocast():
     assert metrics["grad_norm"] > 1e-3 and total.item() == pytest.approx(1e-3, rel=1e-3)
     bf16 = train_step(model, batch, opt, autocast_dtype=torch.bfloat16)
     assert np.isfinite(bf16["loss"]) and bf16["loss"] == pytest.approx(metrics["loss"], rel=0.05)
+
+
+def test_length_buckets_cover_each_caption_once_and_shorten_batches():
+    from components.captioning.train import LengthBucketBatches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(6, 20, size=1000)
+    batches = LengthBucketBatches(lengths, batch_size=32, buckets=8, seed=3)
+    batches.set_epoch(0)
+    first = list(batches)
+    assert len(first) == len(batches)
+    assert sorted(i for b in first for i in b) == list(range(1000))  # every caption once
+    assert first == list(batches)  # same epoch, same batches (a resumed epoch repeats)
+    batches.set_epoch(1)
+    assert list(batches) != first
+    # the decoder unrolls each batch to its longest caption: bucketing cuts those steps
+    plain = [lengths[rng.permutation(1000)[i : i + 32]].max() for i in range(0, 1000, 32)]
+    assert sum(lengths[b].max() for b in first) < 0.85 * sum(plain)
+
+
+def test_length_buckets_split_a_distributed_sampler_into_equal_batch_counts():
+    from components.captioning.train import LengthBucketBatches
+
+    lengths = np.arange(101) % 13 + 5
+    counts, seen = [], []
+    for rank in range(2):
+        sampler = torch.utils.data.DistributedSampler(range(101), num_replicas=2, rank=rank, shuffle=True, seed=0)
+        batches = LengthBucketBatches(lengths, batch_size=8, buckets=3, seed=0, sampler=sampler)
+        batches.set_epoch(2)
+        got = list(batches)
+        counts.append(len(got))
+        seen += [i for b in got for i in b]
+    assert counts[0] == counts[1]  # DDP: every rank the same number of steps
+    assert set(seen) == set(range(101))
