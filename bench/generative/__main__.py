@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.generative                       # both models, params.yaml's configs
     .venv/bin/python -m bench.generative --model gan --epochs 5 --num-images 2000
+    .venv/bin/python -m bench.generative --precision            # precision auto vs fp32, same loop
 
 Three runs of the same training on the same images (synthetic scenes rendered
 in memory, the demo dataset's generator), the same model and optimiser
@@ -22,6 +23,11 @@ of each epoch, averaged over the epochs after the first (warm-up). The ratio
 >= 0.90). Start-up (Ray start, worker group start, data hand-over, until the
 first epoch begins) and the per-epoch overhead of evaluation and checkpoints
 are printed on their own lines.
+
+``--precision``: instead, the stage's loop in this process (``local``) at
+``precision: fp32`` and at ``auto`` (bf16 autocast on a CPU with AMX / AVX-512
+BF16), alternated over ``--rounds`` (3); the median ratio of steady-state
+training images/s, and the last epoch's losses of both sides.
 """
 
 from __future__ import annotations
@@ -158,6 +164,32 @@ def report(model: str, cfg: Any, n: int, threads: int, r: dict[str, Any]) -> Non
               f"(training alone: {len(r['plain']) and n / plain:.2f} s)")
 
 
+def bench_precision(model: str, cfg: Any, train: torch.Tensor, val: torch.Tensor, threads: int,
+                    rounds: int) -> None:
+    from components.train.precision import resolve
+
+    torch.set_num_threads(threads)
+    print(f"\n== {model}: {len(train)} images of {cfg.model.image_size} px, batch {cfg.train.batch_size}, "
+          f"{cfg.train.epochs} epochs (the first is warm-up), {threads} torch threads; precision auto is "
+          f"{resolve('auto', 'cpu')} here ==")
+    ratios = []
+    loss = "train_elbo" if model == "vae" else "d_loss"
+    for r in range(rounds):
+        rates, last = {}, {}
+        for precision in ("fp32", "auto"):
+            run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
+            local = LocalSession()
+            _fit(model, local, {"train_images": train, "val_images": val, "model": run_cfg.model,
+                                "train": run_cfg.train})
+            rates[precision] = steady([row["train_images_per_s"] for row in local.history])
+            last[precision] = local.history[-1].get(loss, float("nan"))
+        ratios.append(rates["auto"] / rates["fp32"])
+        print(f"  round {r + 1}/{rounds}: fp32 {rates['fp32']:7.1f} images/s ({loss} {last['fp32']:.4g}), "
+              f"auto {rates['auto']:7.1f} images/s ({loss} {last['auto']:.4g})")
+    print(f"  ratio auto / fp32 (steady state): {np.median(ratios):.3f} (median of {rounds}: "
+          f"{', '.join(f'{x:.3f}' for x in ratios)}; target >= 1.8)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("vae", "gan", "both"), default="both")
@@ -165,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run; the first is warm-up")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: params.yaml's)")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--precision", action="store_true", help="compare precision fp32 with auto instead")
+    parser.add_argument("--rounds", type=int, default=3, help="--precision: alternate the sides this many times")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     models = ("vae", "gan") if args.model == "both" else (args.model,)
@@ -177,7 +211,10 @@ def main(argv: list[str] | None = None) -> None:
         cfg = dataclasses.replace(cfg, train=train_cfg)
         train = scenes(args.num_images, cfg.model.image_size)
         val = scenes(64, cfg.model.image_size, seed=1)
-        report(model, cfg, args.num_images, threads, bench_one(model, cfg, train, val, threads))
+        if args.precision:
+            bench_precision(model, cfg, train, val, threads, args.rounds)
+        else:
+            report(model, cfg, args.num_images, threads, bench_one(model, cfg, train, val, threads))
 
 
 if __name__ == "__main__":
