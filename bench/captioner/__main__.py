@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.captioner train               # (a) Ray Train, 1 worker vs the same loop without Ray
     .venv/bin/python -m bench.captioner train --precision   # (c) precision auto vs fp32, same loop
     .venv/bin/python -m bench.captioner beam                # (b) batched beam search vs one image at a time
+    .venv/bin/python -m bench.captioner step                # (d) one train step, fp32 vs bf16 autocast
 
 (a) Both sides run ``fit_captioner`` on the same generated data and params:
 once in this process through a ``LocalSession``, once under ``TorchTrainer``
@@ -16,6 +17,13 @@ machine gave 0.881 and 0.948.
 (c) ``--precision``: ``fit_captioner`` in this process at ``precision: fp32``
 and at ``auto`` (bf16 autocast on a CPU with AMX / AVX-512 BF16), alternated
 over the rounds; the median ratio of steady-state captions/s.
+
+(d) ``step``: ``train_step`` of the demo's model (params.yaml's
+``train_captioner.model``, the features' shape, a vocabulary of 47) on one fixed
+batch (32 captions of ``--length`` tokens), float32 and bf16 autocast alternated
+over the rounds: ms per step and captions/s. It uses only ``build_model`` and
+``train_step``, so it also times an older ``components/captioning/models.py``
+checked out in its place (the README's before/after figures).
 
 (b) The same random-initialised Show-Attend-and-Tell model and features, beam
 3: ``beam_search`` on batches of all images against ``beam_search_single``
@@ -158,6 +166,37 @@ def bench_precision(args: argparse.Namespace) -> None:
           f"{', '.join(f'{x:.3f}' for x in ratios)}; target >= 2)")
 
 
+def bench_step(args: argparse.Namespace) -> None:
+    from components.captioning.models import CaptionerConfig, build_model
+    from components.captioning.train import CaptionBatch, train_step
+
+    model_params, _, shape = _setup(args, "fp32")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = CaptionerConfig(vocab_size=47, feature_dim=shape["channels"], num_positions=shape["positions"],
+                          **dataclasses.asdict(model_params))
+    model = build_model(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    b = 32
+    batch = CaptionBatch(torch.randn(b, shape["positions"], shape["channels"]), torch.randn(b, shape["channels"]),
+                         torch.randint(4, 47, (b, args.length)))
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(args.rounds):
+        for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            for _ in range(3):
+                train_step(model, batch, optimizer, grad_clip=5.0, autocast_dtype=dtype)  # warm-up
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                train_step(model, batch, optimizer, grad_clip=5.0, autocast_dtype=dtype)
+            times[name].append((time.perf_counter() - t0) / args.steps)
+    print(f"train_step, batch {b} x {args.length} tokens, features {shape['positions']} x {shape['channels']}, "
+          f"{args.threads} threads, {args.steps} steps x {args.rounds} rounds (median)")
+    for name, values in times.items():
+        ms = statistics.median(values)
+        print(f"  {name}: {ms * 1000:7.1f} ms/step  {b / ms:7.1f} captions/s")
+    print(f"  ratio bf16 / fp32: {statistics.median(times['fp32']) / statistics.median(times['bf16']):.3f}")
+
+
 def bench_beam(args: argparse.Namespace) -> None:
     from components.captioning.decoding import beam_search, beam_search_single
     from components.captioning.models import CaptionerConfig, build_model
@@ -201,6 +240,14 @@ def main() -> None:
     train.add_argument("--precision", action="store_true",
                        help="compare precision fp32 with auto (bf16 on CPUs with AMX / AVX-512 BF16) instead")
     train.set_defaults(fn=bench_train)
+    step = sub.add_parser("step", help="(d) one train step, float32 vs bf16 autocast")
+    step.add_argument("--params", default="params.yaml")
+    step.add_argument("--length", type=int, default=14, help="tokens per caption (the demo's: 6 to 19)")
+    step.add_argument("--steps", type=int, default=30)
+    step.add_argument("--rounds", type=int, default=3)
+    step.add_argument("--threads", type=int, default=2)
+    step.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
+    step.set_defaults(fn=bench_step)
     beam = sub.add_parser("beam", help="(b) batched beam search vs one image at a time")
     beam.add_argument("--num-images", type=int, default=500)
     beam.add_argument("--beam-size", type=int, default=3)
