@@ -66,7 +66,7 @@ def bench_features(device: torch.device, *, num_images: int, params: Any) -> dic
         featurize({"image_id": rows, "image": images[rows]})
         done += batch
     seconds = time.perf_counter() - start
-    return {"images_per_s": done / seconds, "peak_mb": _peak_mb(device), "precision": featurize.autocast is not None}
+    return {"images_per_s": done / seconds, "peak_mb": _peak_mb(device), "bf16": featurize.autocast is not None}
 
 
 def _worker(config: dict[str, Any]) -> None:
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
     r = bench_features(device, num_images=sizes["features"], params=params)
     print(f"features  {params.features.backbone} stage {params.features.stage} at {params.features.input_size} px: "
-          f"{r['images_per_s']:9.1f} images/s   peak {r['peak_mb']:8.1f} MiB   bf16 {r['precision']}", flush=True)
+          f"{r['images_per_s']:9.1f} images/s   peak {r['peak_mb']:8.1f} MiB   bf16 {r['bf16']}", flush=True)
 
     init_ray()  # a local instance sees the GPU; on a cluster, RAY_ADDRESS
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as storage:

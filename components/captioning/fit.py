@@ -41,7 +41,7 @@ from components.captioning.train import (
 )
 from components.metrics.captions import quick_scores
 from components.train.guard import guard
-from components.train.precision import autocast_dtype as autocast_dtype_
+from components.train.precision import autocast_dtype
 from components.train.session import (
     RaySession,
     Session,
@@ -146,7 +146,7 @@ def fit_captioner(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(optimizer, cfg)
     loss_cfg = LossConfig(label_smoothing=cfg.label_smoothing, attention_penalty=cfg.attention_penalty)
-    autocast_dtype = autocast_dtype_(cfg.precision, device)
+    amp = autocast_dtype(cfg.precision, device)  # bf16 or None (float32)
 
     state: dict[str, Any] = {"epoch": -1, "history": [], "best_cider": -math.inf, "best_epoch": -1,
                              "bad_epochs": 0, "best_model": None}
@@ -179,7 +179,7 @@ def fit_captioner(
         sums, steps, captions_seen = {"loss": 0.0, "cross_entropy": 0.0, "grad_norm": 0.0}, 0, 0
         for batch in train_loader:
             out = train_step(model, batch, optimizer, loss_cfg=loss_cfg, grad_clip=cfg.grad_clip or None,
-                             sampling_prob=sampling_prob, autocast_dtype=autocast_dtype,
+                             sampling_prob=sampling_prob, autocast_dtype=amp,
                              generator=sampling_gen if device.type == "cpu" else None)
             guard({"loss": out["loss"]}, step=steps, epoch=epoch, last_good_epoch=state["epoch"])
             for k in sums:
@@ -191,7 +191,7 @@ def fit_captioner(
         train_seconds = time.perf_counter() - start
         scheduler.step()
 
-        val = evaluate_loss(model, val_loader, loss_cfg=loss_cfg, autocast_dtype=autocast_dtype)
+        val = evaluate_loss(model, val_loader, loss_cfg=loss_cfg, autocast_dtype=amp)
         val_split = data.splits["val"]
         predictions, _ = decode_split(model, data, val_split, device=device)
         val_scores = quick_scores(predictions, val_split.references)
@@ -210,7 +210,7 @@ def fit_captioner(
             "sampling_prob": sampling_prob,
             "train_captions_per_s": captions_seen * session.world_size / max(train_seconds, 1e-9),
             "epoch_seconds": time.perf_counter() - start,
-            "bf16_autocast": float(autocast_dtype is not None),
+            "bf16_autocast": float(amp is not None),
         }
         if val_scores["cider"] > state["best_cider"]:
             state["best_cider"], state["best_epoch"], state["bad_epochs"] = val_scores["cider"], epoch, 0

@@ -65,7 +65,6 @@ from components.train.precision import resolve as resolve_precision
 log = logging.getLogger(__name__)
 
 
-
 # --------------------------------------------------------------------------- the model step
 
 

@@ -166,6 +166,7 @@ def fit_vae(
     torch.set_num_threads(cfg.threads_per_worker)
     torch.manual_seed(cfg.seed)
     device = session.device
+    amp = autocast_dtype(cfg.precision, device)  # bf16 or None (float32), once per run
     model = session.prepare_model(build_vae(model_cfg))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     size = model_cfg.image_size
@@ -188,7 +189,7 @@ def fit_vae(
         epoch_start_time, start = time.time(), time.perf_counter()
         sums, seen, steps = {}, 0, 0
         for batch in train(epoch, device):
-            with autocast(device, autocast_dtype(cfg.precision, device)):
+            with autocast(device, amp):
                 out = vae_train_step(model, batch, optimizer, generator=noise, grad_clip=cfg.grad_clip or None)
             guard(out, step=state["step"], epoch=epoch, last_good_epoch=state["epoch"])
             for k, v in out.items():
@@ -218,7 +219,7 @@ def fit_vae(
             metrics.update(diagnostics)
             state["progress"] = torch.cat([state["progress"], row[None]])
         metrics["epoch_seconds"] = time.perf_counter() - start
-        metrics["bf16_autocast"] = float(autocast_dtype(cfg.precision, device) is not None)
+        metrics["bf16_autocast"] = float(amp is not None)
         session.end_epoch(state, metrics, checkpoint=lambda: {
             **state, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
             "model_config": to_dict(model_cfg)})
@@ -269,6 +270,7 @@ def fit_gan(
     torch.set_num_threads(cfg.threads_per_worker)
     torch.manual_seed(cfg.seed)
     device = session.device
+    amp = autocast_dtype(cfg.precision, device)  # bf16 or None (float32), once per run
     G, D = build_gan(model_cfg)
     G, D = session.prepare_model(G), session.prepare_model(D)
     ema = EMA(G, decay=model_cfg.ema_decay)
@@ -291,7 +293,7 @@ def fit_gan(
         sums = {"d_loss": 0.0, "gp": 0.0, "d_real": 0.0, "d_fake": 0.0}
         g_loss, g_steps, seen, steps = 0.0, 0, 0, 0
         for batch in train(epoch, device):
-            with autocast(device, autocast_dtype(cfg.precision, device)):
+            with autocast(device, amp):
                 out = gan_train_step(G, D, batch, opt_g, opt_d, loss=model_cfg.loss, n_critic=model_cfg.n_critic,
                                      gp_weight=model_cfg.gp_weight, ema=ema, step=state["step"],
                                      generator=noise, augment=augment)
@@ -321,7 +323,7 @@ def fit_gan(
             metrics.update(diagnostics)
             state["progress"] = torch.cat([state["progress"], row[None]])
         metrics["epoch_seconds"] = time.perf_counter() - start
-        metrics["bf16_autocast"] = float(autocast_dtype(cfg.precision, device) is not None)
+        metrics["bf16_autocast"] = float(amp is not None)
         session.end_epoch(state, metrics,
                           checkpoint=lambda: gan_state(state, G, D, ema, opt_g, opt_d, model_cfg))
 

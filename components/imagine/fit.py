@@ -166,6 +166,7 @@ def fit_imagine(session: Session, *, train_images: Tensor, train_tokens: list[li
     torch.set_num_threads(cfg.threads_per_worker)
     torch.manual_seed(cfg.seed)
     device = session.device
+    amp = autocast_dtype(cfg.precision, device)  # bf16 or None (float32), once per run
     G = session.prepare_model(ConditionalGenerator(model_cfg, vocab_size))
     D = session.prepare_model(ProjectionDiscriminator(model_cfg, vocab_size))
     ema = EMA(G, decay=model_cfg.ema_decay)
@@ -191,7 +192,7 @@ def fit_imagine(session: Session, *, train_images: Tensor, train_tokens: list[li
         sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "d_mismatch": 0.0}
         seen = steps = 0
         for images, tokens, lengths in train(epoch):
-            with autocast(device, autocast_dtype(cfg.precision, device)):
+            with autocast(device, amp):
                 out = train_step(G, D, images, tokens, lengths, opt_g, opt_d, ema=ema,
                                  mismatch_weight=cfg.mismatch_weight, generator=noise, augment=augment)
             out = {k: float(v) for k, v in out.items()}
@@ -212,7 +213,7 @@ def fit_imagine(session: Session, *, train_images: Tensor, train_tokens: list[li
             metrics.update(values)
             state["progress"] = torch.cat([state["progress"], row[None]])
         metrics["epoch_seconds"] = time.perf_counter() - start
-        metrics["bf16_autocast"] = float(autocast_dtype(cfg.precision, device) is not None)
+        metrics["bf16_autocast"] = float(amp is not None)
         session.end_epoch(state, metrics, checkpoint=snapshot)
     return snapshot()
 

@@ -7,7 +7,8 @@ with bf16 support, or a CPU with AMX or AVX-512 BF16 (``lscpu``: ``amx_bf16``,
 emulates it, slowly); ``fp32`` turns it off. Autocast covers the forward passes; losses,
 optimiser state, weights, metric sums and FID statistics stay float32 (each loop casts its
 loss inputs with ``.float()``). The resolved choice is recorded with the run
-(``precision`` in the stage's metrics and MLflow params).
+(``bf16_autocast`` per epoch; ``precision`` in ``metrics/train_<family>.json`` and the MLflow
+tag ``capsynth.precision``; ``compute.precision`` in the features' ``meta.json``).
 
 Measured on this project's 2-core CPU (``bench.captioner train --precision``,
 ``bench.generative --precision``, ``bench.features --precision``; README §Speed).
