@@ -27,7 +27,7 @@ picks the network that makes them:
 from __future__ import annotations
 
 import dataclasses
-import warnings
+import math
 from pathlib import Path
 
 import numpy as np
@@ -55,14 +55,21 @@ def _as_2d(features: np.ndarray) -> np.ndarray:
     return x
 
 
-def frechet_distance(real: np.ndarray, fake: np.ndarray, *, eps: float = 1e-6) -> float:
+def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     """FID: ``|mu_r - mu_f|^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2))`` of two feature sets.
+
+    ``Tr((S_r S_f)^(1/2))`` is computed as the sum of the square roots of the
+    eigenvalues of the symmetric ``S_r^(1/2) S_f S_r^(1/2)``, which has the
+    same eigenvalues as ``S_r S_f``: two symmetric eigendecompositions instead
+    of pytorch-fid's general ``scipy.linalg.sqrtm`` of the non-symmetric
+    product. Equal to it where that one is well defined (a test checks 1e-6),
+    real and non-negative by construction when a covariance is singular (fewer
+    samples than dimensions), where ``sqrtm`` turns complex and pytorch-fid
+    adds ``1e-6`` to the diagonals; and no deprecated SciPy arguments.
 
     Args:
         real: ``(N, D)`` features of real images.
         fake: ``(M, D)`` features of generated images.
-        eps: Added to the covariance diagonals when their product is singular
-            (as pytorch-fid does), so the matrix square root exists.
 
     Returns:
         float: the distance (>= 0 up to rounding).
@@ -70,15 +77,12 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray, *, eps: float = 1e-6) -
     a, b = _as_2d(real), _as_2d(fake)
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    with warnings.catch_warnings():  # fewer samples than dimensions: singular, handled below
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(cov_a.shape[0]) * eps
-        covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    covmean = covmean.real
+    eigval_a, eigvec_a = linalg.eigh(cov_a)
+    sqrt_a = (eigvec_a * np.sqrt(np.clip(eigval_a, 0.0, None))) @ eigvec_a.T  # S_r^(1/2), symmetric PSD
+    inner = linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a)
+    trace_covmean = np.sqrt(np.clip(inner, 0.0, None)).sum()
     diff = mu_a - mu_b
-    return float(max(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean), 0.0))
+    return float(max(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_covmean, 0.0))
 
 
 def kernel_inception_distance(real: np.ndarray, fake: np.ndarray, *, num_subsets: int = 100,
@@ -137,12 +141,18 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, *, k: int = 3) -> tuple
 
 
 def inception_score(logits: np.ndarray, *, splits: int = 10) -> tuple[float, float]:
-    """Inception Score ``exp(E_x KL(p(y|x) || p(y)))`` over ``splits`` folds; mean and std."""
-    p = torch.softmax(torch.as_tensor(np.asarray(logits, dtype=np.float64)), dim=1)  # (N, C)
+    """Inception Score ``exp(E_x KL(p(y|x) || p(y)))`` over ``splits`` folds; mean and std.
+
+    ``logits`` are the classifier's unbiased logits (pool features times the
+    last layer's weights, without its bias), as torch-fidelity and torchmetrics
+    (``logits_unbiased``) compute them: :meth:`FeatureNetwork.__call__` returns
+    those. Folds are consecutive chunks, not shuffled.
+    """
+    log_p = torch.log_softmax(torch.as_tensor(np.asarray(logits, dtype=np.float64)), dim=1)  # (N, C)
     scores = []
-    for part in torch.chunk(p, splits):
-        marginal = part.mean(0, keepdim=True)
-        kl = (part * (torch.log(part + 1e-12) - torch.log(marginal + 1e-12))).sum(1).mean()
+    for part in torch.chunk(log_p, splits):
+        log_marginal = torch.logsumexp(part, dim=0, keepdim=True) - math.log(len(part))  # log mean_x p(y|x)
+        kl = (part.exp() * (part - log_marginal)).sum(1).mean()
         scores.append(float(torch.exp(kl)))
     return float(np.mean(scores)), float(np.std(scores))
 
@@ -231,12 +241,16 @@ class FeatureNetwork:
         return x * 2 - 1 if self.is_inception else x
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(B, 3, S, S) -> pooled features (B, D) and, for Inception, logits (B, 1008)."""
+        """(B, 3, S, S) -> pooled features (B, D) and, for Inception, unbiased logits (B, 1008).
+
+        Unbiased: ``features @ fc.weight.T`` without ``fc.bias``, the logits the
+        Inception Score references (torch-fidelity, torchmetrics) use.
+        """
         if not self.is_inception:
             return self.module.extract(x)[1], None
         net = self.module
         features = torch.flatten(net.avgpool(_inception_trunk(net, x)), 1)  # (B, 2048)
-        return features, net.fc(features)
+        return features, features @ net.fc.weight.T
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:

@@ -33,6 +33,34 @@ def test_fid_matches_the_closed_form_for_diagonal_gaussians():
     assert gm.frechet_distance(a, b) == pytest.approx(want, rel=1e-2)
 
 
+def _pytorch_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """pytorch-fid's ``calculate_frechet_distance``, written out: ``sqrtm`` of ``S_a S_b``."""
+    from scipy import linalg
+
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(s_a @ s_b).real
+    diff = mu_a - mu_b
+    return float(diff @ diff + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean))
+
+
+@pytest.mark.parametrize("d", [2, 16, 64])
+def test_fid_equals_the_pytorch_fid_formula(d):
+    rng = np.random.default_rng(d)
+    a = rng.normal(size=(600, d)) @ rng.normal(size=(d, d))  # correlated features
+    b = rng.normal(size=(500, d)) @ rng.normal(size=(d, d)) + 0.3
+    want = _pytorch_fid(a, b)
+    assert gm.frechet_distance(a, b) == pytest.approx(want, rel=1e-6, abs=1e-6)
+
+
+def test_fid_with_fewer_samples_than_dimensions_is_finite_and_real():
+    # rank-deficient covariances: sqrtm of their product is ill-defined; the eigenvalue form is not
+    a, b = _gaussian(20, d=64), _gaussian(20, d=64, seed=1, shift=0.2)
+    fid = gm.frechet_distance(a, b)
+    assert np.isfinite(fid) and fid > 0
+    assert gm.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_kid_is_near_zero_on_two_halves_of_one_set_and_positive_when_shifted():
     x = _gaussian(800)
     kid, std = gm.kernel_inception_distance(x[:400], x[400:], num_subsets=20, subset_size=200)
@@ -57,6 +85,19 @@ def test_inception_score_bounds():
     confident = np.eye(10)[np.arange(100) % 10] * 50  # each class equally, each image certain
     assert gm.inception_score(confident, splits=1)[0] == pytest.approx(10.0, rel=1e-6)
     assert gm.inception_score(np.zeros((100, 10)), splits=1)[0] == pytest.approx(1.0)
+
+
+def test_inception_score_equals_the_reference_formula():
+    """torch-fidelity's ``isc``: exp(mean_x sum_y p(y|x) (log p(y|x) - log mean_x' p(y|x'))) per fold."""
+    logits = np.random.default_rng(0).normal(scale=3.0, size=(200, 12))
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    want = []
+    for fold in np.split(p, 4):
+        kl = (fold * (np.log(fold) - np.log(fold.mean(0, keepdims=True)))).sum(1).mean()
+        want.append(np.exp(kl))
+    mean, std = gm.inception_score(logits, splits=4)
+    assert mean == pytest.approx(np.mean(want), rel=1e-9) and std == pytest.approx(np.std(want), rel=1e-9)
 
 
 def _images(n: int, seed: int, colour_shift: int = 0) -> np.ndarray:
@@ -95,6 +136,7 @@ def test_fid_inception_loads_its_weights_file(tmp_path, monkeypatch):
     state = gm.fid_inception().state_dict()
     # the saved file has torchvision's keys (no wrapper in the names), as pytorch-fid's file does
     state = {k.replace("branch_pool.inner.", "branch_pool."): v for k, v in state.items()}
+    state["fc.bias"] = torch.full((1008,), 1e6)  # a bias the Inception Score's logits must leave out
     (tmp_path / "checkpoints").mkdir()
     torch.save(state, tmp_path / "checkpoints" / "pt_inception-2015-12-05-6726825d.pth")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
@@ -102,3 +144,6 @@ def test_fid_inception_loads_its_weights_file(tmp_path, monkeypatch):
     assert net.is_inception and net.name == "inception:pt_inception-2015-12-05"
     feats, logits = net(_images(2, 0), batch_size=2)
     assert feats.shape == (2, 2048) and logits.shape == (2, 1008)
+    # the Inception Score's logits are unbiased: the last layer without its bias
+    unbiased = feats @ net.module.fc.weight.detach().double().numpy().T
+    assert np.abs(logits - unbiased).max() < 1e4  # float32 rounding of large random logits, far below the bias
