@@ -93,6 +93,25 @@ def simple_tokenize(captions: Mapping[int, Sequence[str]]) -> dict[int, list[str
     return {i: [" ".join(tokenize(c)) for c in caps] for i, caps in captions.items()}
 
 
+def meteor_score(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
+    """pycocoevalcap's METEOR; its Java process ends here, all three pipes closed.
+
+    ``Meteor.__del__`` closes only the process's stdin, so every call would
+    leak two pipe handles (a ``ResourceWarning``) until the interpreter exits.
+    """
+    meteor = Meteor()
+    try:
+        return float(meteor.compute_score(gts, res)[0])
+    finally:
+        proc = meteor.meteor_p
+        with meteor.lock:
+            proc.stdin.close()
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+
+
 def _spice(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
     """SPICE F-score; only called when its jars are present (its constructor would download them)."""
     from pycocoevalcap.spice.spice import Spice
@@ -133,7 +152,7 @@ def coco_scores(predictions: Mapping[int, str], references: Mapping[int, Sequenc
     scores["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
     scores["cider"] = float(Cider().compute_score(gts, res)[0])
     if java:
-        scores["meteor"] = float(Meteor().compute_score(gts, res)[0])
+        scores["meteor"] = meteor_score(gts, res)
     else:
         reasons["meteor"] = no_java
     missing = [p.name for p in spice_jars() if not p.exists()]

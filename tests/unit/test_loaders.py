@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,7 +133,7 @@ def test_coco_malformed_json_names_file_and_position(tmp_path):
 @pytest.mark.parametrize("field", ["images", "annotations"])
 def test_coco_missing_top_level_field_is_named(tmp_path, field):
     source = write_coco(tmp_path)
-    data = json.loads(open(source.file).read())
+    data = json.loads(Path(source.file).read_text())
     del data[field]
     with open(source.file, "w") as f:
         json.dump(data, f)
