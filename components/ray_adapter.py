@@ -4,8 +4,8 @@
   to that cluster; it brings its own resources (``num_cpus`` is ignored) and,
   under ``ray job submit --working-dir .``, its own copy of the code.
 * Otherwise: start a private local instance (never attach to another one
-  running on the machine), without the dashboard unless asked (then on
-  127.0.0.1 only), with the project folder on
+  running on the machine), with its dashboard on 127.0.0.1 only (it serves
+  the State API Ray Train relies on), with the project folder on
   the workers' ``PYTHONPATH`` so they import ``components`` whatever the
   driver's working directory is.
 
@@ -28,18 +28,21 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def init_ray(*, num_cpus: int | None = None, dashboard: bool = False) -> None:
+def init_ray(*, num_cpus: int | None = None, dashboard: bool = True) -> None:
     """Connect to ``RAY_ADDRESS`` if set, else start local Ray; idempotent.
 
     Args:
         num_cpus: CPUs of a local instance (default: all of the machine's).
             Ignored when connecting to a cluster.
         dashboard: Start the local instance with its dashboard (on 127.0.0.1),
-            which serves Ray's State API. Tune sweeps need it: a trial that
-            ASHA stops is killed with its Ray Train controller, and Train's
-            placement-group cleaner finds the dead controller through the
-            State API; without it the trial's workers' CPUs stay reserved and
-            the next trial waits for them forever.
+            which serves Ray's State API. On by default: Ray Train's
+            placement-group cleaner asks the State API once a second whether
+            the Train controller is alive. Without it, every training stage
+            printed "Failed to query Ray Train Controller actor state" once a
+            second, and a controller that dies (a trial that ASHA stops, a
+            killed driver) leaves its workers' CPUs reserved, so the next
+            trial waits for them forever. Starting it cost no measurable time
+            here (4.6 s against 5.2 s for the instance without it).
     """
     if ray.is_initialized():
         return

@@ -7,6 +7,7 @@ import functools
 import logging
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -41,14 +42,17 @@ def local_model(model: str, command: str) -> Iterator[Path]:
 
 
 def stage_main(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Wrap a stage's ``main``: set up logging, turn input errors into exit code 2."""
+    """Wrap a stage's ``main``: set up logging, a start and an end line, input errors to exit code 2."""
 
     def wrap(fn: Callable[..., None]) -> Callable[..., None]:
         @functools.wraps(fn)
         def main(*args, **kwargs) -> None:
             logging.basicConfig(level=logging.INFO, format="%(levelname)s capsynth.%(name)s: %(message)s")
+            start = time.monotonic()
+            print(f"capsynth {name}: started", flush=True)
             try:
                 fn(*args, **kwargs)
+                print(f"capsynth {name}: done in {time.monotonic() - start:.0f} s", flush=True)
             except USER_ERRORS as err:
                 print(f"capsynth {name}: error: {err}", file=sys.stderr)
                 sys.exit(2)

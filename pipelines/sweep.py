@@ -125,7 +125,7 @@ def run(family: str, *, params_file: str, inputs: dict[str, Path], storage: Path
         raise ConfigError(f"{params_file}: no 'sweep.{family}' group: give the family a search space to sweep")
     sweep, base = params.sweep[family], getattr(params, group)
     check_space(sweep.space, base, group)
-    init_ray(dashboard=True)  # the State API cleans up after trials that ASHA stops (see init_ray)
+    init_ray()  # with the dashboard: its State API cleans up after trials that ASHA stops (see init_ray)
     at_once = trials_at_once(sweep, base, cluster_resources())
     storage = storage.resolve()
     name = f"sweep-{family}-{time.strftime('%Y%m%d-%H%M%S')}"

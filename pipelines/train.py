@@ -40,6 +40,7 @@ from components.ray_adapter import init_ray
 from components.train.family import Family, Trained
 from components.train.ray_trainer import (
     STORAGE_ENV,
+    EpochProgress,
     TrainingFailed,
     fit,
     make_trainer,
@@ -72,6 +73,8 @@ def build_trainer(family: Family, cfg: Any, *, inputs: Mapping[str, Path], stora
         storage_path=str(storage),
         callbacks=callbacks,
         logger=logger,
+        progress=EpochProgress(family.stage, getattr(cfg.train, "epochs", None),
+                               family.progress_keys or tuple(k for k in family.curve_keys if k != "epoch")),
     )
 
 
@@ -172,6 +175,7 @@ def run(family: Family, cfg: Any, *, inputs: Mapping[str, Path], outputs: Mappin
         tracking.log_metrics({k: v for k, v in metrics.items()
                               if isinstance(v, (int, float)) and not isinstance(v, bool)})
         tracking.log_artifacts(dict(outputs))
+    log.info("%s: wrote %s", family.stage, ", ".join(str(p) for p in outputs.values()))
     return metrics
 
 

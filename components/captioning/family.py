@@ -101,6 +101,7 @@ CAPTIONER = Family(
     data_version=data_version,
     export=export,
     curve_keys=CURVE_KEYS,
+    progress_keys=("train_loss", "val_loss", "val_cider", "train_captions_per_s"),
     tags=tags,
     evaluate="components.captioning.evaluation:evaluate",
     eval_outputs=("predictions",),

@@ -170,8 +170,10 @@ def export_gan(cfg: Any, state: dict[str, Any], trained: Trained) -> dict[str, A
 VAE = Family(name="vae", loop=train_loop_per_worker_vae, inputs=INPUTS, outputs={"reports": "reports/vae"},
              loop_config=loop_config, data_version=data_version, export=export_vae, curve_keys=VAE_CURVE_KEYS,
              evaluate="components.generative.evaluation:evaluate_vae_folder", eval_outputs=("model", "reports"),
-             registration="components.registry:VAE")
+             registration="components.registry:VAE",
+             progress_keys=("train_elbo", "val_elbo", "sample_diversity", "train_images_per_s"))
 GAN = Family(name="gan", loop=train_loop_per_worker_gan, inputs=INPUTS, outputs={"reports": "reports/gan"},
              loop_config=loop_config, data_version=data_version, export=export_gan, curve_keys=GAN_CURVE_KEYS,
              evaluate="components.generative.evaluation:evaluate_gan", eval_outputs=("model", "reports"),
-             registration="components.registry:GAN")
+             registration="components.registry:GAN",
+             progress_keys=("d_loss", "g_loss", "d_real", "d_fake", "train_images_per_s"))

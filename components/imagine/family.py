@@ -93,4 +93,5 @@ IMAGINE = Family(name="imagine", loop=train_loop_per_worker, inputs={"prepared":
                  outputs={"reports": "reports/imagine"}, loop_config=loop_config, data_version=data_version,
                  export=export, curve_keys=CURVE_KEYS, evaluate="components.imagine.evaluation:evaluate",
                  eval_outputs=("model", "reports", "captioner.model"),
-                 registration="components.imagine.serving:KIND")
+                 registration="components.imagine.serving:KIND",
+                 progress_keys=("d_loss", "g_loss", "d_mismatch", "train_images_per_s"))

@@ -111,6 +111,8 @@ class Family:
         export: ``(cfg, state, trained) -> metrics``: writes the model folder
             and the family's outputs from the last checkpoint's state.
         curve_keys: Columns of the per-epoch curves CSV, from the history rows.
+        progress_keys: The few of them the console's line per epoch shows
+            (empty: every curve key but ``epoch``).
         tags: ``(inputs, data version) -> {tag: value}``: the MLflow tags of
             the stage run; None: the data version is the tags.
         evaluate: ``"module:function"`` of its ``evaluation -> (metrics, sections)``:
@@ -137,6 +139,7 @@ class Family:
     evaluate: str | None = None
     eval_outputs: tuple[str, ...] = ()
     registration: str | None = None
+    progress_keys: tuple[str, ...] = ()
 
     @property
     def stage(self) -> str:

@@ -25,11 +25,13 @@ MLflow history exactly once, with the values of the curves.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -59,26 +61,56 @@ def stable_run_name(family: str, loop: Callable[..., Any], *parts: Any) -> str:
     return f"{family}-{hashlib.sha256(blob).hexdigest()[:12]}"
 
 
-def _epoch_logger(logger: Any):
-    """A Ray Train ``UserCallback`` that hands rank 0's report of each epoch to ``logger``.
+@dataclasses.dataclass(frozen=True)
+class EpochProgress:
+    """The console's one line per epoch: ``train_vae  epoch  3/30  val_elbo -1.235e+04 ... (8.9 s)``.
+
+    Attributes:
+        stage: The stage's name, first on the line.
+        epochs: The planned number of epochs (None: not known).
+        keys: The report's metrics shown, in order (missing ones are left out).
+    """
+
+    stage: str
+    epochs: int | None
+    keys: tuple[str, ...]
+
+    def line(self, metrics: Mapping[str, Any], seconds: float | None = None) -> str:
+        epoch = int(metrics["epoch"]) + 1  # reports count epochs from 0
+        of = f"/{self.epochs}" if self.epochs else ""
+        shown = [f"{k} {metrics[k]:.4g}" for k in self.keys if isinstance(metrics.get(k), (int, float))]
+        took = f"  ({seconds:.1f} s)" if seconds is not None else ""
+        return f"{self.stage}  epoch {epoch:>3}{of}  " + "  ".join(shown) + took
+
+
+def _epoch_callback(logger: Any, progress: EpochProgress | None):
+    """A Ray Train ``UserCallback`` for rank 0's report of each epoch: MLflow, and the progress line.
 
     It runs on the Train controller after the report's checkpoint is
     persisted; ``logger.log_epoch`` never raises (an unreachable store costs
-    a warning and a retry at the next epoch, not a training restart).
+    a warning and a retry at the next epoch, not a training restart). The
+    progress line is printed there and reaches the console through Ray's log
+    forwarding, prefixed ``(TrainController pid=...)``.
     """
     from ray.train import UserCallback
 
     from components.tracking import curve_metrics
 
-    class EpochLogger(UserCallback):
-        def __init__(self, logger: Any):
-            self.logger = logger
+    class EpochCallback(UserCallback):
+        def __init__(self):
+            self.last: float | None = None
 
         def after_report(self, run_context, metrics, checkpoint) -> None:
-            if metrics and "epoch" in metrics[0]:
-                self.logger.log_epoch(curve_metrics(metrics[0]), step=int(metrics[0]["epoch"]))
+            if not metrics or "epoch" not in metrics[0]:
+                return
+            if logger is not None:
+                logger.log_epoch(curve_metrics(metrics[0]), step=int(metrics[0]["epoch"]))
+            if progress is not None:
+                now = time.monotonic()
+                print(progress.line(metrics[0], None if self.last is None else now - self.last), flush=True)
+                self.last = now
 
-    return EpochLogger(logger)
+    return EpochCallback()
 
 
 def cluster_has_gpus() -> bool:
@@ -98,6 +130,7 @@ def make_trainer(
     num_to_keep: int = 2,
     callbacks: Sequence[Any] = (),
     logger: Any = None,
+    progress: EpochProgress | None = None,
 ):
     """Build the ``TorchTrainer`` for one training run.
 
@@ -117,17 +150,23 @@ def make_trainer(
         logger: A :class:`~components.tracking.RunLogger` that gets every
             epoch once its checkpoint is persisted; pass the same one to
             :func:`fit`. None: no MLflow.
+        progress: Print one line per epoch (:class:`EpochProgress`). None: silent.
+
+    Ray Train's own INFO lines (a ``TrainingReport(...)`` dump per report, the
+    checkpoint paths, worker-group set-up) are kept off the console
+    (``LoggingConfig(log_level="WARNING")``); Ray still writes them, at every
+    level, to its session's ``logs/train/`` files.
 
     Returns:
         A ``ray.train.torch.TorchTrainer``; call ``fit`` via :func:`fit`.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     use_gpu = cluster_has_gpus() if scaling.use_gpu is None else scaling.use_gpu
     storage_path = workspace.resolve(os.environ.get(STORAGE_ENV) or storage_path)
-    if logger is not None:
-        callbacks = [*callbacks, _epoch_logger(logger)]
+    if logger is not None or progress is not None:
+        callbacks = [*callbacks, _epoch_callback(logger, progress)]
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**loop_config, "storage_dir": os.path.join(storage_path, run_name)},
@@ -143,6 +182,7 @@ def make_trainer(
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
             callbacks=list(callbacks),
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import io
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -150,7 +151,12 @@ class RaySession(Session):
 
     def __init__(self) -> None:
         import ray.train
+        from ray.train.v2._internal.execution import context as train_context
 
+        # Ray Train's "Reporting training result N: TrainingReport(...)" is an INFO line from a
+        # logger named after its file (not under `ray.train`, so RunConfig's LoggingConfig does
+        # not reach it) that propagates to the worker's console: one dump per epoch. Quiet it here.
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()

@@ -10,7 +10,7 @@ and ranks them without touching Ray.
 Ray Train V2 runs each trial's training in a controller actor that the trial
 owns; when ASHA stops a trial, both die, and Train's placement-group cleaner
 frees the workers' resources through the State API: the local instance needs
-its dashboard (``init_ray(dashboard=True)``).
+its dashboard, which ``init_ray`` starts by default.
 """
 
 from __future__ import annotations

@@ -64,7 +64,20 @@ def _tree_hash(folder: Path) -> str:
 
 
 def test_dvc_repro_runs_prepare(smoke_repo):
-    _run(["dvc", "repro"], smoke_repo)
+    first = _run(["dvc", "repro"], smoke_repo)
+    # a console a person can read: each stage's start and end, one line per epoch, no Ray noise
+    console = first.stdout + first.stderr
+    for stage in ("prepare", "features", "train_captioner", "train_vae", "train_gan", "train_imagine", "evaluate",
+                  "register"):
+        assert f"capsynth {stage}: started" in console and f"capsynth {stage}: done in" in console, stage
+    params = YAML(typ="safe").load(smoke_repo / "params.yaml")
+    for stage in ("train_captioner", "train_vae", "train_gan", "train_imagine"):
+        planned = params[stage]["train"]["epochs"]
+        ran = json.loads((smoke_repo / "metrics" / f"{stage}.json").read_text())["epochs_run"]
+        lines = [line for line in console.splitlines() if f"{stage}  epoch " in line]
+        assert len(lines) == ran and f"epoch {ran:>3}/{planned}" in lines[-1], (stage, lines)
+    assert "Failed to query Ray Train Controller" not in console
+    assert "TrainingReport(" not in console and "Checkpoint successfully created" not in console
     prepared = smoke_repo / "data" / "prepared"
     images = pq.read_table(prepared / "images.parquet").to_pylist()
     captions = pq.read_table(prepared / "captions.parquet").to_pylist()

@@ -35,3 +35,13 @@ def test_workers_and_their_cpus_come_from_the_stage_params_group(tmp_path):
     assert trainer.scaling_config.num_workers == cfg.scaling.num_workers
     assert trainer.scaling_config.resources_per_worker == {"CPU": cfg.train.threads_per_worker}
     assert trainer.run_config.failure_config.max_failures == cfg.scaling.max_failures
+
+
+def test_epoch_progress_line_shows_the_stage_epoch_of_planned_and_chosen_metrics():
+    from components.train.ray_trainer import EpochProgress
+
+    progress = EpochProgress("train_vae", 30, ("train_elbo", "val_elbo", "missing", "train_images_per_s"))
+    line = progress.line({"epoch": 2, "train_elbo": -12345.678, "val_elbo": -12001.0, "train_images_per_s": 625.24,
+                          "kl": 3.0}, seconds=8.94)
+    assert line == "train_vae  epoch   3/30  train_elbo -1.235e+04  val_elbo -1.2e+04  train_images_per_s 625.2  (8.9 s)"
+    assert EpochProgress("train_toy", None, ("loss",)).line({"epoch": 0, "loss": 0.5}) == "train_toy  epoch   1  loss 0.5"
