@@ -26,6 +26,8 @@ class StageFailed(RuntimeError):
 
 
 REGISTRY_PREFIX = "models:/"
+# commands whose stdout is their answer (a caption, a file written): no start / done lines
+QUIET_COMMANDS = frozenset({"caption", "sample", "imagine"})
 
 
 @contextlib.contextmanager
@@ -48,11 +50,13 @@ def stage_main(name: str) -> Callable[[Callable[..., None]], Callable[..., None]
         @functools.wraps(fn)
         def main(*args, **kwargs) -> None:
             logging.basicConfig(level=logging.INFO, format="%(levelname)s capsynth.%(name)s: %(message)s")
-            start = time.monotonic()
-            print(f"capsynth {name}: started", flush=True)
+            start, announce = time.monotonic(), name not in QUIET_COMMANDS
+            if announce:
+                print(f"capsynth {name}: started", flush=True)
             try:
                 fn(*args, **kwargs)
-                print(f"capsynth {name}: done in {time.monotonic() - start:.0f} s", flush=True)
+                if announce:
+                    print(f"capsynth {name}: done in {time.monotonic() - start:.0f} s", flush=True)
             except USER_ERRORS as err:
                 print(f"capsynth {name}: error: {err}", file=sys.stderr)
                 sys.exit(2)
