@@ -94,6 +94,16 @@ class _Images(Dataset):
         return int(self.ids[i]), load_resized(self.paths[i], self.size)  # (S, S, 3) uint8
 
 
+def write_images(prepared: PreparedDir, *, num_images: int, image_size: int) -> pa.Table:
+    """Synthetic scenes (the demo dataset's generator) and their images table, written where prepare puts them."""
+    files = write_synthetic_coco(prepared.synthetic.root, num_images=num_images, image_size=image_size, seed=0,
+                                 progress=False)
+    paths = sorted(str(p) for p in files["images_dir"].glob("*.png"))
+    table = pa.table({"image_id": pa.array(np.arange(1, len(paths) + 1), pa.int64()), "path": paths})
+    pq.write_table(table, prepared.images)
+    return table
+
+
 def run_baseline(table: pa.Table, out: Path, model, options: ModelOptions, *, size: int, batch_size: int,
                  workers: int) -> _Clock:
     """DataLoader (``workers`` decode processes) + the model in this process."""
@@ -178,12 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-features-"))
     prepared = PreparedDir(work)  # a stand-in for prepare's folder: the dataset, and an images table of it
     try:
-        files = write_synthetic_coco(prepared.synthetic.root, num_images=args.num_images,
-                                     image_size=args.image_size, seed=0, progress=False)
-        paths = sorted(str(p) for p in files["images_dir"].glob("*.png"))
-        table = pa.table({"image_id": pa.array(np.arange(1, len(paths) + 1), pa.int64()), "path": paths})
+        table = write_images(prepared, num_images=args.num_images, image_size=args.image_size)
         images_parquet = prepared.images
-        pq.write_table(table, images_parquet)
 
         size = get_spec(args.backbone).resolve_input_size(args.input_size)
         torch.set_num_threads(args.threads)
