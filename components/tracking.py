@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from components import workspace
+from components import dvc_datasets, workspace
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +304,8 @@ def _open_stage_run(mlflow, stage: str, *, params: Mapping[str, Any], params_fil
         items = list(clean.items())
         for i in range(0, len(items), 100):
             mlflow.log_params(dict(items[i : i + 100]))
+        # the DVC-tracked data it reads, with the digests of dvc.lock: the runs table's Dataset column
+        dvc_datasets.log_stage_inputs(stage, rev=base_tags["git_commit"])
     try:
         yield run.info.run_id
     except (KeyboardInterrupt, SystemExit):

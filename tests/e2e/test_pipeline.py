@@ -119,6 +119,15 @@ def test_repro_groups_its_stage_runs_and_registers_every_family(smoke_repo):
         version = client.get_model_version(name, report[kind]["version"])
         assert version.aliases and set(version.aliases) <= {"champion", "challenger"}
     assert client.get_model_version_by_alias("capsynth-captioner", "champion").version is not None
+    # each stage run names the DVC-tracked data it read, with dvc.lock's digest (the runs table's Dataset column)
+    lock = YAML(typ="safe").load(smoke_repo / "dvc.lock")["stages"]
+    digest = {o["path"]: o["md5"].removesuffix(".dir") for entry in lock.values() for o in entry.get("outs", [])}
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    for stage, want in {"features": {"data/prepared"}, "train_captioner": {"data/prepared", "data/features"},
+                        "train_vae": {"data/prepared"}}.items():
+        [run] = [r for r in children if r.data.tags["capsynth.stage"] == stage]
+        got = {d.dataset.name: d.dataset.digest for d in client.get_run(run.info.run_id).inputs.dataset_inputs}
+        assert set(got) == want and all(got[p] == digest[p] for p in want), (stage, got)
 
 
 def test_evaluate_writes_metrics_report_and_plots(smoke_repo):
