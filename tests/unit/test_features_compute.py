@@ -110,3 +110,15 @@ def test_featurizer_is_batch_independent(resnet18):
     import pyarrow as pa
 
     assert pa.concat_tables(parts).combine_chunks().equals(whole.combine_chunks())
+
+
+def test_progress_lines_print_once_per_tenth_of_the_images(capsys):
+    from components.features.extract import _ProgressLines
+
+    lines = _ProgressLines(1000)
+    for done in range(64, 1000, 64):
+        lines.update(done)
+    lines.update(1000)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 10 and out[0].startswith("features: 128/1,000 images (12%)")
+    assert out[-1].startswith("features: 1,000/1,000 images (100%)")
