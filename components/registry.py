@@ -13,9 +13,15 @@ Registered models (names fixed by the pipeline contract), all pyfunc:
     DataFrame with a column ``caption``, one row per image.
 ``capsynth-vae``, ``capsynth-gan``
     input: a DataFrame with columns ``n`` and ``seed`` (one request per row,
-    ``1 <= n <= MAX_SAMPLES``); output: one row per image, columns ``seed``,
-    ``index`` and ``image``, a base64 PNG string (the same seed gives the same
-    images as ``capsynth sample``).
+    ``n >= 1``); output: one row per image, columns ``seed``, ``index`` and
+    ``image``, a base64 PNG string (the same seed gives the same images as
+    ``capsynth sample``).
+
+A request outside :class:`components.serving.ServingLimits` (rows, image bytes
+and pixels, ``beam_size``, images asked for; read from ``CAPSYNTH_SERVE_*``
+when the model loads) or with an image that cannot be decoded raises
+``MlflowException.invalid_parameter_value`` with a one-line reason:
+``mlflow models serve`` answers 400 and keeps serving.
 
 Every version carries tags: ``capsynth.weights_sha256`` (a hash of the model
 folder's files: registering the same folder again finds that version instead
@@ -31,7 +37,6 @@ reason in the result.
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import dataclasses
 import hashlib
@@ -51,7 +56,9 @@ import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from components.serving import BadInput, ServingLimits
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -59,7 +66,6 @@ WEIGHTS_TAG = "capsynth.weights_sha256"
 METRIC_TAG = "capsynth.key_metric"
 METRIC_VALUE_TAG = "capsynth.key_metric_value"
 MODEL_ARTIFACT = "model_dir"  # the model folder inside the MLflow model's artifacts
-MAX_SAMPLES = 1024  # images one generator request may ask for
 DEFAULT_BEAM_SIZE = 3  # the captioner's, when a request gives no beam_size
 # what the serving process needs; logged (pinned to this environment) instead of MLflow's slow inference
 REQUIREMENTS = ("mlflow", "torch", "torchvision", "numpy", "pandas", "pillow")
@@ -72,13 +78,15 @@ def png_bytes(image: np.ndarray | Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def image_bytes(value: bytes | bytearray | str) -> bytes:
-    """The encoded image in one ``image`` cell: raw bytes as they are, a string base64-decoded."""
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if isinstance(value, str):
-        return base64.b64decode(value, validate=True)
-    raise TypeError(f"an image must be bytes or a base64 string, got {type(value).__name__}")
+@contextlib.contextmanager
+def bad_request(where: str = "") -> Iterator[None]:
+    """Turn :class:`BadInput` into the error ``mlflow models serve`` answers with 400 (its reason after ``where``)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except BadInput as err:
+        raise MlflowException.invalid_parameter_value(f"{where}{err}") from err
 
 
 class CaptionerModel(mlflow.pyfunc.PythonModel):
@@ -87,18 +95,20 @@ class CaptionerModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from components.captioning.inference import Captioner
 
+        self._limits = ServingLimits.from_env()
+        self._limits.set_pil_limit()
         self._captioner = Captioner(context.artifacts[MODEL_ARTIFACT], beam_size=DEFAULT_BEAM_SIZE)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from mlflow.exceptions import MlflowException
-
         beam_size = int((params or {}).get("beam_size", DEFAULT_BEAM_SIZE))
-        try:
-            images = [io.BytesIO(image_bytes(v)) for v in model_input["image"]]
-            captions = self._captioner(images, beam_size=beam_size)
-        except (binascii.Error, TypeError, UnidentifiedImageError) as err:  # a bad request, not a server error
-            raise MlflowException.invalid_parameter_value(f"column 'image' holds no readable image: {err}") from err
-        return pd.DataFrame({"caption": captions})
+        with bad_request():
+            self._limits.check_rows(len(model_input))
+            self._limits.check_beam_size(beam_size)
+        images = []
+        for row, value in enumerate(model_input["image"]):
+            with bad_request(f"column 'image', row {row}: "):
+                images.append(self._limits.open_image(self._limits.image_bytes(value), self._captioner.input_size))
+        return pd.DataFrame({"caption": self._captioner(images, beam_size=beam_size)})
 
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
@@ -107,15 +117,16 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from components.generative.io import load_generator
 
+        self._limits = ServingLimits.from_env()
         self._sampler, _ = load_generator(context.artifacts[MODEL_ARTIFACT])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from components.generative.sampling import sample
 
+        with bad_request():
+            self._limits.check_samples([int(n) for n in model_input["n"]])
         rows = []
         for n, seed in zip(model_input["n"], model_input["seed"]):
-            if not 1 <= int(n) <= MAX_SAMPLES:
-                raise ValueError(f"n must be in [1, {MAX_SAMPLES}], got {n}")
             images = sample(self._sampler, int(n), int(seed))  # (n, S, S, 3) uint8
             rows += [{"seed": int(seed), "index": i, "image": base64.b64encode(png_bytes(img)).decode("ascii")}
                      for i, img in enumerate(images)]

@@ -14,10 +14,11 @@ from pathlib import Path
 from components.config import ConfigError
 from components.data.images import BadImageError
 from components.data.schema import DatasetFormatError
+from components.serving import BadInput
 from components.tracking import TrackingUnavailable
 
 # Errors caused by the user's input or params: one clear line, no traceback.
-USER_ERRORS = (ConfigError, DatasetFormatError, BadImageError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DatasetFormatError, BadImageError, BadInput, FileNotFoundError)
 
 
 class StageFailed(RuntimeError):

@@ -7,7 +7,8 @@
 rebuilds its model alone), or an MLflow registry URI ``models:/NAME@ALIAS``
 (or ``models:/NAME/VERSION``) whose artifacts hold such a folder. The same
 seed gives the same images (bit-identical on the CPU). The GAN samples from
-its EMA generator when the folder has one.
+its EMA generator when the folder has one. ``-n`` is bounded as a served
+model's request is (``components.serving``: 1..1024, ``CAPSYNTH_SERVE_MAX_SAMPLES``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from components.generative.models import MODELS
 from components.generative.sampling import image_grid, sample
 from components.io import atomic_file
 from components.model_folder import find_model_folder
+from components.serving import ServingLimits
 from pipelines.common import REGISTRY_PREFIX, local_model, stage_main
 
 
@@ -48,8 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nrow", type=int, default=None, help="images per row (default: ~sqrt(n))")
     parser.add_argument("out", type=Path, help="the PNG to write")
     args = parser.parse_args(argv)
-    if args.n < 1:
-        parser.error(f"-n must be >= 1, got {args.n}")
+    ServingLimits.from_env().check_n(args.n)
     with local_model(args.model, "sample") as path:
         # a folder is used as given; a registry model's artifacts hold the folder somewhere inside
         model_dir = find_model_dir(path) if args.model.startswith(REGISTRY_PREFIX) else path

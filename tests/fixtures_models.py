@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +69,17 @@ def png_bytes(seed: int = 0, size: int = 40) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels, mode="RGB").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header claims ``width`` x ``height`` (CRC fixed): a decompression bomb, in a few bytes."""
+    png = png_bytes()
+    ihdr = png[12:16] + struct.pack(">II", width, height) + png[24:29]  # chunk type, size, then depth .. interlace
+    return png[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + png[33:]
+
+
+def bad_images() -> dict[str, bytes]:
+    """Encoded images a served captioner or ``capsynth caption`` must refuse, by case."""
+    png = png_bytes()
+    return {"empty": b"", "not an image": b"hello, world", "truncated": png[:len(png) // 2],
+            "decompression bomb": png_claiming(100_000, 100_000)}

@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
+from PIL import Image
 
 from components.captioning.decoding import beam_search, greedy_decode
 from components.captioning.io import load_model_dir
@@ -52,8 +53,10 @@ class Captioner:
         self.length_penalty = length_penalty
 
     @torch.inference_mode()
-    def __call__(self, images: Sequence[str | os.PathLike | BinaryIO], *, beam_size: int | None = None) -> list[str]:
-        """One caption per image: a file path or a binary file object (any format and colour mode PIL reads).
+    def __call__(self, images: Sequence[str | os.PathLike | BinaryIO | Image.Image], *,
+                 beam_size: int | None = None) -> list[str]:
+        """One caption per image: a file path, a binary file object (any format and colour mode PIL reads)
+        or an opened image (untrusted input is opened by ``components.serving.ServingLimits.open_image``).
 
         ``beam_size`` overrides the captioner's for this call (1: greedy).
         """

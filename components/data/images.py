@@ -90,11 +90,16 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | os.PathLike | BinaryIO, size: int | tuple[int, int] | None = None) -> Image.Image:
-    """Open ``path`` (or a binary file object) as an RGB image, optionally resized to ``size`` (bilinear)."""
-    with Image.open(path) as img:
-        img.load()
-        rgb = to_rgb(img)
+def load_rgb(path: str | os.PathLike | BinaryIO | Image.Image,
+             size: int | tuple[int, int] | None = None) -> Image.Image:
+    """Open ``path`` (or a binary file object, or take an opened image) as an RGB image, optionally resized
+    to ``size`` (bilinear)."""
+    if isinstance(path, Image.Image):
+        rgb = to_rgb(path)
+    else:
+        with Image.open(path) as img:
+            img.load()
+            rgb = to_rgb(img)
     if size is not None:
         wh = (size, size) if isinstance(size, int) else size
         if rgb.size != wh:

@@ -25,7 +25,6 @@ from components.model_folder import read_model_folder, write_model_folder
 FAMILY = "imagine"
 VOCAB_FILE = "vocab.json"
 MAX_IMAGES_PER_CAPTION = 64  # n of one request (CLI, served model): more is refused
-MAX_CAPTIONS = 64  # captions of one request to the served model
 
 
 def save_model_dir(path: str | os.PathLike, parts: Mapping[str, nn.Module], cfg: ImagineConfig, vocab: Vocab, *,
@@ -68,5 +67,5 @@ class Imaginer:
         return imagine(self.generator, tokens, lengths, n, seed)
 
 
-__all__ = ["FAMILY", "MAX_CAPTIONS", "MAX_IMAGES_PER_CAPTION", "CaptionError", "Imaginer", "VOCAB_FILE",
+__all__ = ["FAMILY", "MAX_IMAGES_PER_CAPTION", "CaptionError", "Imaginer", "VOCAB_FILE",
            "save_model_dir"]

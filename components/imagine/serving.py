@@ -2,9 +2,10 @@
 
 Request rows ``{caption, n, seed}``; response rows ``{caption, index, image}``,
 ``n`` per request row. A bad request (an empty caption, words outside the
-vocabulary, a caption too long, ``n`` outside ``1..64``, more than 64 rows)
-is an ``INVALID_PARAMETER_VALUE`` error: ``mlflow models serve`` answers 400
-with the message. The champion is the version with the best caption
+vocabulary, a caption too long, ``n`` outside ``1..64``, more rows than
+``CAPSYNTH_SERVE_MAX_ROWS``, 64 by default: :mod:`components.serving`) is an
+``INVALID_PARAMETER_VALUE`` error: ``mlflow models serve`` answers 400 with
+the message. The champion is the version with the best caption
 consistency (``object_f1`` of ``metrics/imagine.json``).
 """
 
@@ -18,7 +19,8 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from components.registry import MODEL_ARTIFACT, ModelKind, png_bytes
+from components.registry import MODEL_ARTIFACT, ModelKind, bad_request, png_bytes
+from components.serving import ServingLimits
 
 
 class ImagineModel(mlflow.pyfunc.PythonModel):
@@ -27,16 +29,16 @@ class ImagineModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from components.imagine.io import Imaginer
 
+        self._limits = ServingLimits.from_env()
         self._imaginer = Imaginer(context.artifacts[MODEL_ARTIFACT])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from mlflow.exceptions import MlflowException
 
-        from components.imagine.io import MAX_CAPTIONS, CaptionError
+        from components.imagine.io import CaptionError
 
-        if len(model_input) > MAX_CAPTIONS:
-            raise MlflowException.invalid_parameter_value(
-                f"{len(model_input)} captions in one request, more than {MAX_CAPTIONS}")
+        with bad_request():
+            self._limits.check_rows(len(model_input))
         rows = []
         for caption, n, seed in zip(model_input["caption"], model_input["n"], model_input["seed"]):
             try:

@@ -109,8 +109,30 @@ def test_generator_pyfunc_gives_seeded_pngs(store):
     assert out["image"][0] == out["image"][3]  # same seed, same image
     with Image.open(io.BytesIO(base64.b64decode(out["image"][0]))) as img:
         assert img.size == (16, 16) and img.mode == "RGB"
-    with pytest.raises(Exception, match="n must be in"):
+    with pytest.raises(Exception, match="row 0: n must be in 1..1024"):
         model.predict(pd.DataFrame({"n": [0], "seed": [0]}))
+
+
+def test_generator_pyfunc_bounds_rows_and_images_with_limits_read_at_load(store, monkeypatch):
+    """The limits come from the environment of the process that loads the model: no re-registering."""
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    with tracking.stage_run("register", params={}):
+        registry.register("gan", fixtures_models.gan_dir(store / "gan"), {"fid": 9.0})
+    monkeypatch.setenv("CAPSYNTH_SERVE_MAX_ROWS", "2")
+    monkeypatch.setenv("CAPSYNTH_SERVE_MAX_SAMPLES", "5")
+    model = mlflow.pyfunc.load_model(f"models:/capsynth-gan@{CHAMPION}")
+    for frame, reason in [
+        ({"n": [1, 1, 1], "seed": [0, 1, 2]}, "3 rows in one request, more than 2 (CAPSYNTH_SERVE_MAX_ROWS)"),
+        ({"n": [6], "seed": [0]}, "row 0: n must be in 1..5 (CAPSYNTH_SERVE_MAX_SAMPLES), got 6"),
+        ({"n": [3, 3], "seed": [0, 1]}, "6 images in one request, more than 5 (CAPSYNTH_SERVE_MAX_SAMPLES)"),
+    ]:
+        with pytest.raises(MlflowException) as err:
+            model.predict(pd.DataFrame(frame))
+        assert err.value.error_code == "INVALID_PARAMETER_VALUE" and err.value.message == reason
+    assert len(model.predict(pd.DataFrame({"n": [2, 3], "seed": [0, 1]}))) == 5
 
 
 def test_captioner_pyfunc_takes_bytes_or_base64_and_refuses_a_non_image(store):
@@ -129,8 +151,8 @@ def test_captioner_pyfunc_takes_bytes_or_base64_and_refuses_a_non_image(store):
     assert list(raw.columns) == ["caption"] and len(raw) == 2
     assert raw["caption"][0] == encoded["caption"][0] and raw["caption"][0]
     assert set(raw["caption"][0].split()) <= set(fixtures_models.WORDS)
-    with pytest.raises(MlflowException, match="no readable image"):
-        model.predict(pd.DataFrame({"image": [b"not an image"]}))
+    with pytest.raises(MlflowException, match="column 'image', row 1: not an image"):
+        model.predict(pd.DataFrame({"image": [png, b"not an image"]}))
 
 
 def _write_metrics(store: Path, **metrics: dict) -> dict[str, Path]:
