@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.scaling                       # N 1k, 6k, 24k; 1 and 2 workers (~35 min, 2 cores)
     .venv/bin/python -m bench.scaling --sizes 1000 --workers 1
     .venv/bin/python -m bench.scaling --dry                 # tiny sizes, 1 epoch: checks the script (CI runs it)
+    .venv/bin/python -m bench.scaling --load-only           # only the load rows, on random features (~1 min)
 
 One set of synthetic scenes (the demo dataset's generator, 64 px PNGs) is
 generated for the largest N; each N takes its first N images. For each N:
@@ -20,7 +21,9 @@ generated for the largest N; each N takes its first N images. For each N:
                peak RSS (``VmHWM``, reset just before the call) above the RSS before
                it, against the README's formula ``N x (grid_size**2 + 1) x C x
                bytes(dtype) + 8N``. The peak counts the Parquet decoding's buffers
-               and the pages of the memory-mapped shard, not only the arrays.
+               and the file's pages it reads, not only the arrays. With ``--load-only``
+               the stores hold random values of params.yaml's features shape, written
+               by the stage's ``ShardWriter`` (the same shards, no model, no Ray).
 
 Training workers get ``cores // workers`` torch threads each, so every run
 uses the whole machine: on 2 cores, 2 workers run 1 thread each. The
@@ -44,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -55,7 +59,8 @@ from bench.generative.__main__ import _ray_loop as generative_loop
 from bench.generative.__main__ import scenes, steady
 from components.data.folders import PreparedDir
 from components.features.extract import extract_features
-from components.features.store import DTYPES
+from components.features.backbones import get_spec
+from components.features.store import DTYPES, LAYOUT, ShardWriter, features_table, write_meta
 from components.generative.data import load_images
 from components.ray_adapter import PROJECT_ROOT, init_ray
 from components.train.config import ScalingParams
@@ -99,6 +104,20 @@ def load_peak_bytes(features_dir: Path, rows: int) -> int:
     if result["rows"] != rows:
         raise RuntimeError(f"load_features read {result['rows']} rows of {features_dir}, expected {rows}")
     return result["peak_bytes"]
+
+
+def random_features(out: Path, n: int, cfg: Any) -> None:
+    """A features store of ``n`` rows of random values, of the shape and dtype ``cfg`` (params.yaml's ``features``)
+    gives, written by the stage's writer: the same shards and the meta.json fields ``load_features`` reads."""
+    c, g = get_spec(cfg.backbone).stage_channels(cfg.stage), cfg.grid_size
+    out.mkdir()
+    writer = ShardWriter(out, channels=c, grid_size=g, dtype=cfg.dtype)
+    rng = np.random.default_rng(0)
+    for start in range(0, n, 1024):
+        grid = rng.standard_normal((min(1024, n - start), g * g, c), dtype=np.float32).astype(cfg.dtype)
+        writer.write(features_table(np.arange(start, start + len(grid)), grid, grid.mean(axis=1).astype(cfg.dtype)))
+    write_meta(out, {"backbone": cfg.backbone, "stage": cfg.stage, "weights": "random values", "grid_size": g,
+                     "channels": c, "dtype": cfg.dtype, "num_images": n, "layout": LAYOUT, "shards": writer.close()})
 
 
 def bench_features(images: Path, out: Path, cfg: Any, actors: int) -> tuple[float, float]:
@@ -153,8 +172,13 @@ def run_features(table: pa.Table, work: Path, cfg: Any, sizes: list[int], worker
                              f"{wall:.1f}"))
             if w != workers[0]:
                 shutil.rmtree(out)
-    for n in sizes:
-        folder = work / f"features-{n}-{workers[0]}"
+    return rows + run_load({n: work / f"features-{n}-{workers[0]}" for n in sizes})
+
+
+def run_load(folders: dict[int, Path]) -> list[Row]:
+    """The load row of each features store (N -> folder)."""
+    rows = []
+    for n, folder in folders.items():
         peak, formula = load_peak_bytes(folder, n), predicted_bytes(json.loads((folder / "meta.json").read_text()))
         rows.append(_row("load", n, "-", "-", "-", "-", "-", f"{peak / 1e6:.1f}", f"{formula / 1e6:.1f}",
                          f"{peak / formula:.2f}"))
@@ -201,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml", help="the demo's params: features, captioner and VAE")
     parser.add_argument("--dry", action="store_true",
                         help=f"sizes {SIZES['dry']}, {EPOCHS['dry']} epoch: checks the script, not the speed")
+    parser.add_argument("--load-only", action="store_true",
+                        help="only the load rows, on stores of random features of params.yaml's features shape")
     args = parser.parse_args(argv)
     mode = "dry" if args.dry else "full"
     sizes, epochs = args.sizes or SIZES[mode], args.epochs or EPOCHS[mode]
@@ -214,6 +240,17 @@ def main(argv: list[str] | None = None) -> None:
           f"{feats.grid_size}, {feats.dtype}, precision {feats.precision} ({resolve(feats.precision, 'cpu')}); "
           f"training: {epochs} epoch(s), captioner precision {params.train_captioner.train.precision}, "
           f"VAE precision {params.train_vae.train.precision}", flush=True)
+    load_note = ("load: the peak RSS load_features adds to a fresh process, the README formula "
+                 "N x (grid_size^2 + 1) x C x bytes + 8N, and peak / formula (MB = 1e6 bytes).")
+    if args.load_only:
+        with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
+            folders = {n: Path(tmp) / f"features-{n}" for n in sizes}
+            for n, folder in folders.items():
+                random_features(folder, n, feats)
+            rows = run_load(folders)
+        print(format_table(HEADER, rows))
+        print(f"{load_note} Random features of the shape above, written by the stage's ShardWriter.")
+        return
     init_ray(num_cpus=max(cores, max(args.workers) * feats.threads_per_actor + feats.num_decode_tasks))
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         work = Path(tmp)
@@ -227,8 +264,7 @@ def main(argv: list[str] | None = None) -> None:
           f"threads: torch threads per worker. Training splits the {cores} cores: "
           f"{', '.join(f'{w} worker(s) x {t} thread(s)' for w, t in threads.items())}. Each feature actor has "
           f"{feats.threads_per_actor} thread(s), beside {feats.num_decode_tasks} decode task(s) (params.yaml).\n"
-          f"load: the peak RSS load_features adds to a fresh process, the README formula "
-          f"N x (grid_size^2 + 1) x C x bytes + 8N, and peak / formula (MB = 1e6 bytes).")
+          + load_note)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,14 @@ encoding, so reading it is one pass at memory speed.
 ``channels``, ``dtype``, ``num_images``, ``layout``, ``shards`` (file and rows),
 ``compute`` (device, precision: the numerics the features came from).
 
-Reading back (:func:`load_features`): Parquet pages cannot be mapped as arrays,
-so each shard is decoded once into Arrow memory (the file is memory-mapped,
-there is no intermediate read buffer); the numpy arrays are then *views* of
-those Arrow buffers, no copy. With one shard (the writer puts up to
-``max_shard_bytes`` in one) that is the whole cost. With several shards each
-column is assembled into one preallocated array, shard by shard: one extra
-copy, and peak memory is the total plus one shard.
+Reading back (:func:`load_features`): the arrays are allocated once, at their
+final size (row counts from the shards' Parquet metadata), and filled shard by
+shard, ``READ_BATCH_BYTES`` of rows at a time (``ParquetFile.iter_batches``,
+read through a small buffer: neither the file nor a whole column chunk is ever
+resident). Each batch is decoded by Arrow, copied into its slice of the arrays
+and released, so the peak is the arrays plus one small batch and its decoding
+buffers: one copy of every value, instead of decoding a whole shard (about 5x
+its size at once) and viewing it.
 
 Memory for ``N`` images: ``N * (grid_size**2 + 1) * C * bytes(dtype) + 8 * N``
 bytes, e.g. 3,000 images, resnet18 stage 2 (C = 128), grid 12, float16: 111 MB;
@@ -55,6 +56,7 @@ from components.io import write_json
 META_FILE = "meta.json"
 SHARD_PATTERN = "part-{:05d}.parquet"
 DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+READ_BATCH_BYTES = 2**20  # rows read and decoded at a time by load_features (at least one row)
 LAYOUT = "grid: (N, P, C), P = grid_size**2 positions in raster order (p = row * grid_size + col)"
 DEFAULT_MAX_SHARD_BYTES = 512 * 2**20
 
@@ -180,7 +182,7 @@ def read_meta(features_dir: str | os.PathLike) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSet:
-    """Features of N images, as numpy arrays (read-only views where no copy was needed).
+    """Features of N images, as numpy arrays (read-only as :func:`load_features` returns them).
 
     Attributes:
         image_ids: (N,) int64, in images-table order.
@@ -210,30 +212,34 @@ class FeatureSet:
         return rows
 
 
-def _column_view(column: pa.ChunkedArray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """A zero-copy numpy view of a one-chunk column, or None if it has several chunks."""
-    if column.num_chunks != 1:
-        return None
-    chunk = column.chunk(0)
-    values = chunk.flatten() if pa.types.is_fixed_size_list(chunk.type) else chunk
-    return values.to_numpy(zero_copy_only=True).reshape(shape)
+def _open_shard(features_dir: Path, shard: dict[str, Any], schema: pa.Schema) -> pq.ParquetFile:
+    """The shard, checked against ``meta.json`` (schema, rows) from its footer alone; read with a 1 MiB buffer.
 
-
-def _read_shard(features_dir: Path, shard: dict[str, Any], schema: pa.Schema) -> pa.Table:
+    ``pre_buffer=False`` and ``buffer_size``: pages are read as the batches need them, not the whole
+    column chunk at once (pyarrow's default pre-buffers it, and a memory map keeps every page touched).
+    """
     path = features_dir / shard["file"]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: shard listed in {META_FILE} is missing")
-    table = pq.read_table(path, memory_map=True)
-    if not table.schema.equals(schema, check_metadata=False) or table.num_rows != shard["num_rows"]:
-        raise ValueError(f"{path}: does not match {META_FILE} ({table.num_rows} rows, "
-                         f"expected {shard['num_rows']}; schema {table.schema})")
-    return table
+    file = pq.ParquetFile(path, pre_buffer=False, buffer_size=2**20)
+    num_rows, file_schema = file.metadata.num_rows, file.schema_arrow
+    if not file_schema.equals(schema, check_metadata=False) or num_rows != shard["num_rows"]:
+        file.close()
+        raise ValueError(f"{path}: does not match {META_FILE} ({num_rows} rows, "
+                         f"expected {shard['num_rows']}; schema {file_schema})")
+    return file
+
+
+def _values(column: pa.Array, shape: tuple[int, ...]) -> np.ndarray:
+    """A zero-copy numpy view of a batch's column (a fixed_size_list's values), shaped ``shape``."""
+    values = column.flatten() if pa.types.is_fixed_size_list(column.type) else column
+    return values.to_numpy(zero_copy_only=True).reshape(shape)
 
 
 def load_features(features_dir: str | os.PathLike) -> FeatureSet:
-    """Read a features folder into numpy (zero-copy from Arrow for a single shard).
+    """Read a features folder into numpy arrays, read-only, in images-table order.
 
-    See the module docstring for when a copy happens and the memory needed.
+    Peak memory: the arrays plus one batch of ``READ_BATCH_BYTES`` being decoded (module docstring).
 
     Raises:
         FileNotFoundError: no ``meta.json`` or a listed shard missing.
@@ -244,37 +250,40 @@ def load_features(features_dir: str | os.PathLike) -> FeatureSet:
     n, c, g, dtype = meta["num_images"], meta["channels"], meta["grid_size"], meta["dtype"]
     p = g * g
     schema = features_schema(channels=c, grid_size=g, dtype=dtype)
-    shapes = {"image_id": (-1,), "grid": (-1, p, c), "pooled": (-1, c)}
-
     shards = meta["shards"]
-    if len(shards) == 1:
-        table = _read_shard(features_dir, shards[0], schema)
-        views = {name: _column_view(table.column(name), shape) for name, shape in shapes.items()}
-        if all(v is not None for v in views.values()):
-            return FeatureSet(views["image_id"], views["grid"], views["pooled"], meta)
+    files = []
+    try:
+        for shard in shards:  # every footer checked before anything is allocated
+            files.append(_open_shard(features_dir, shard, schema))
+        total = sum(f.metadata.num_rows for f in files)
+        if total != n:
+            raise ValueError(f"{features_dir}: shards hold {total} rows, {META_FILE} says {n}")
 
-    out = {
-        "image_id": np.empty(n, np.int64),
-        "grid": np.empty((n, p, c), np.dtype(dtype)),
-        "pooled": np.empty((n, c), np.dtype(dtype)),
-    }
-    start = 0
-    for shard in shards:  # one shard in memory at a time
-        table = _read_shard(features_dir, shard, schema)
-        if start + table.num_rows > n:
-            raise ValueError(f"{features_dir}: shards hold more rows than {META_FILE} says ({n})")
-        for name, shape in shapes.items():
-            offset = start
-            for chunk in table.column(name).chunks:
-                view = _column_view(pa.chunked_array([chunk]), shape)
-                out[name][offset:offset + len(view)] = view
-                offset += len(view)
-        start += table.num_rows
-        del table
-    if start != n:
-        raise ValueError(f"{features_dir}: shards hold {start} rows, {META_FILE} says {n}")
+        out = {
+            "image_id": np.empty(n, np.int64),
+            "grid": np.empty((n, p, c), np.dtype(dtype)),
+            "pooled": np.empty((n, c), np.dtype(dtype)),
+        }
+        row_bytes = 8 + (p + 1) * c * DTYPES[dtype].byte_width
+        batch_rows = max(1, READ_BATCH_BYTES // row_bytes)
+        start = 0
+        for file in files:
+            for batch in file.iter_batches(batch_size=batch_rows, columns=list(out), use_threads=False):
+                stop = start + batch.num_rows
+                for name, array in out.items():
+                    array[start:stop] = _values(batch.column(name), (-1, *array.shape[1:]))
+                start = stop
+                del batch  # decoded buffers go back to the pool before the next batch
+    finally:
+        for file in files:
+            file.close()
+    if start != n:  # the footers said n
+        raise ValueError(f"{features_dir}: shards yielded {start} rows, {META_FILE} says {n}")
+    pa.default_memory_pool().release_unused()  # the decoding's freed buffers, back to the OS
+    for array in out.values():
+        array.flags.writeable = False
     return FeatureSet(out["image_id"], out["grid"], out["pooled"], meta)
 
 
 __all__ = ["FeatureSet", "FeaturesDir", "ShardWriter", "features_schema", "features_table", "load_features",
-           "read_meta", "write_meta", "META_FILE", "LAYOUT", "DTYPES"]
+           "read_meta", "write_meta", "META_FILE", "LAYOUT", "DTYPES", "READ_BATCH_BYTES"]

@@ -1,4 +1,4 @@
-"""Feature store: shard schema, deterministic shard layout, zero-copy read-back."""
+"""Feature store: shard schema, deterministic shard layout, read-back in batches."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from components.features import store
 from components.features.store import (
     LAYOUT,
     FeatureSet,
@@ -49,7 +50,7 @@ def test_schema_is_fixed_size_lists():
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-def test_single_shard_reads_back_zero_copy(tmp_path, dtype):
+def test_single_shard_reads_back(tmp_path, dtype):
     ids, grid, pooled = _rows(10, dtype)
     _write(tmp_path, [(ids[:3], grid[:3], pooled[:3]), (ids[3:], grid[3:], pooled[3:])], dtype=dtype)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json", "part-00000.parquet"]
@@ -62,8 +63,8 @@ def test_single_shard_reads_back_zero_copy(tmp_path, dtype):
     np.testing.assert_array_equal(fs.image_ids, ids)
     np.testing.assert_array_equal(fs.grid, grid)
     np.testing.assert_array_equal(fs.pooled, pooled)
-    # views of Arrow's buffers: no numpy copy was made
-    assert not fs.grid.flags.owndata and not fs.grid.flags.writeable
+    # copied batch by batch into arrays of their own, handed out read-only
+    assert not any(a.flags.writeable for a in (fs.image_ids, fs.grid, fs.pooled))
     assert fs.meta["layout"] == LAYOUT
 
 
@@ -113,4 +114,59 @@ def test_mismatches_are_errors(tmp_path):
     _write(tmp_path, [(ids, grid, pooled)])
     (tmp_path / "part-00000.parquet").unlink()
     with pytest.raises(FileNotFoundError, match="part-00000.parquet"):
+        load_features(tmp_path)
+
+
+def _whole_table_read(folder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference: every shard read as one table, its columns viewed and concatenated."""
+    tables = [pq.read_table(path) for path in sorted(folder.glob("part-*.parquet"))]
+    table = pa.concat_tables(tables)
+    ids = table.column("image_id").to_numpy()
+    grid = np.concatenate([c.flatten().to_numpy() for c in table.column("grid").chunks]).reshape(len(ids), P, C)
+    pooled = np.concatenate([c.flatten().to_numpy() for c in table.column("pooled").chunks]).reshape(len(ids), C)
+    return ids, grid, pooled
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("shard_rows, batch_rows", [(None, 7), (10, 3), (10, 1), (10, 10), (10, 64), (7, 4)])
+def test_batched_read_equals_whole_table_read(tmp_path, monkeypatch, dtype, shard_rows, batch_rows):
+    """One shard or several; batches that divide neither N nor a shard, of one row, larger than a shard: the same
+    arrays, dtype and order as reading every shard whole."""
+    ids, grid, pooled = _rows(25, dtype)
+    row_bytes = 8 + (P + 1) * C * np.dtype(dtype).itemsize
+    shards = _write(tmp_path, [(ids, grid, pooled)], dtype=dtype,
+                    max_shard_bytes=10**9 if shard_rows is None else shard_rows * row_bytes)
+    assert len(shards) == (1 if shard_rows is None else -(-25 // shard_rows))
+    monkeypatch.setattr(store, "READ_BATCH_BYTES", batch_rows * row_bytes + row_bytes - 1)  # -> batch_rows rows
+    seen = []
+    iter_batches = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, **kwargs):
+        for batch in iter_batches(self, *args, **kwargs):
+            seen.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    fs = load_features(tmp_path)
+    assert max(seen) == min(batch_rows, shard_rows or 25) and sum(seen) == 25  # it did read in those batches
+
+    want_ids, want_grid, want_pooled = _whole_table_read(tmp_path)
+    for got, want in ((fs.image_ids, want_ids), (fs.grid, want_grid), (fs.pooled, want_pooled)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert got.tobytes() == want.tobytes()  # bit for bit, NaN payloads included
+    np.testing.assert_array_equal(fs.grid, grid)
+
+
+def test_footer_rows_that_disagree_with_meta_are_errors(tmp_path):
+    ids, grid, pooled = _rows(25)
+    row_bytes = 8 + (P + 1) * C * 2
+    shards = _write(tmp_path, [(ids, grid, pooled)], max_shard_bytes=10 * row_bytes)
+    write_meta(tmp_path, {"backbone": "test", "channels": C, "grid_size": G, "dtype": "float16", "num_images": 30,
+                          "layout": LAYOUT, "shards": shards})
+    with pytest.raises(ValueError, match="shards hold 25 rows, meta.json says 30"):
+        load_features(tmp_path)
+    shards[2]["num_rows"] = 4
+    write_meta(tmp_path, {"backbone": "test", "channels": C, "grid_size": G, "dtype": "float16", "num_images": 25,
+                          "layout": LAYOUT, "shards": shards})
+    with pytest.raises(ValueError, match=r"part-00002.parquet: does not match meta.json \(5 rows, expected 4"):
         load_features(tmp_path)
