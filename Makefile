@@ -1,6 +1,6 @@
 # capsynth — the two commands of the quick start, and a few more.
 #   make demo   set up (venv + install) and run the whole pipeline: dvc repro
-#   make test   set up and run the test suite
+#   make test   set up (PostgreSQL included, for the tracking-server test) and run the test suite
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
@@ -11,7 +11,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test test-fast smoke compare profile mlflow-ui clean
+.PHONY: setup postgres demo test test-fast smoke compare profile mlflow-ui clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -21,6 +21,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# PostgreSQL's server programs, for the tracking-server test (tests/e2e/test_tracking_server.py starts its
+# own PostgreSQL and `mlflow server` on 127.0.0.1): Debian's package when initdb is absent (root, or sudo)
+PG_INITDB = $(firstword $(shell command -v initdb) $(wildcard /usr/lib/postgresql/*/bin/initdb))
+postgres:
+	@if [ -n "$(PG_INITDB)" ]; then echo "PostgreSQL: $(PG_INITDB)"; else \
+	  echo "PostgreSQL absent: installing Debian's postgresql package"; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -q && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; fi
+
 demo: setup
 	dvc repro
 	@echo
@@ -29,7 +39,7 @@ demo: setup
 	@echo "demo done: metrics/{captioner,vae,gan}.json above; open reports/index.html in a browser"
 	@echo "(README.md §What the demo produces, §Evaluation)"
 
-test: setup
+test: setup postgres
 	$(PY) -m pytest
 
 test-fast: setup
