@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 import ray
@@ -26,6 +27,7 @@ import ray
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+START_ATTEMPTS = 3  # a local instance that fails to start (a port race) is started again
 
 
 def init_ray(*, num_cpus: int | None = None, dashboard: bool = True) -> None:
@@ -52,21 +54,33 @@ def init_ray(*, num_cpus: int | None = None, dashboard: bool = True) -> None:
         ray.init(address=address, log_to_driver=True)
         return
     env = {"PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    port = None
-    if dashboard:
-        # Workers find the State API by this URL, not by guessing among the Ray instances
-        # running on the machine (which fails when there are several).
-        port = free_port()
-        env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=dashboard,
-        dashboard_host="127.0.0.1",
-        dashboard_port=port,
-        log_to_driver=True,
-        runtime_env={"env_vars": env},
-    )
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port = None
+        if dashboard:
+            # Workers find the State API by this URL, not by guessing among the Ray instances
+            # running on the machine (which fails when there are several).
+            port = free_port()
+            env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        try:
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=dashboard,
+                dashboard_host="127.0.0.1",
+                dashboard_port=port,
+                log_to_driver=True,
+                runtime_env={"env_vars": env},
+            )
+            return
+        except Exception as err:  # noqa: BLE001 - retried, then raised as it is
+            # Two instances starting at once (two queued experiments) can race for a port: the
+            # one free_port() found, or one Ray picks for itself, is taken before it is bound.
+            ray.shutdown()
+            if attempt == START_ATTEMPTS:
+                raise
+            log.warning("starting local Ray failed (%s); again with other ports (%d of %d)",
+                        str(err).splitlines()[0] if str(err) else type(err).__name__, attempt + 1, START_ATTEMPTS)
+            time.sleep(attempt)
 
 
 def free_port() -> int:

@@ -45,3 +45,26 @@ def test_epoch_progress_line_shows_the_stage_epoch_of_planned_and_chosen_metrics
                           "kl": 3.0}, seconds=8.94)
     assert line == "train_vae  epoch   3/30  train_elbo -1.235e+04  val_elbo -1.2e+04  train_images_per_s 625.2  (8.9 s)"
     assert EpochProgress("train_toy", None, ("loss",)).line({"epoch": 0, "loss": 0.5}) == "train_toy  epoch   1  loss 0.5"
+
+
+def test_a_local_ray_start_that_loses_a_port_race_is_retried_with_another_port(monkeypatch):
+    import ray
+
+    from components import ray_adapter
+
+    calls, shutdowns = [], []
+
+    def init(**kwargs):
+        calls.append(kwargs["dashboard_port"])
+        if len(calls) == 1:
+            raise RuntimeError("Failed to start the dashboard: address already in use")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: shutdowns.append(1))
+    monkeypatch.setattr(ray_adapter.time, "sleep", lambda s: None)
+    ports = iter([41001, 41002])
+    monkeypatch.setattr(ray_adapter, "free_port", lambda: next(ports))
+    ray_adapter.init_ray(num_cpus=1)
+    assert calls == [41001, 41002] and shutdowns == [1]
