@@ -83,6 +83,19 @@ def init_ray(*, num_cpus: int | None = None, dashboard: bool = True) -> None:
             time.sleep(attempt)
 
 
+def train_log_dir() -> Path | None:
+    """Ray Train's log files of this Ray session (``<temp>/<session>/logs/train``), if on this machine.
+
+    They hold every level of Ray Train's own logging (JSON lines), including
+    what the console leaves out (``components.train.ray_trainer.make_trainer``).
+    """
+    if not ray.is_initialized():
+        return None
+    ctx = ray.get_runtime_context()
+    folder = Path(ctx.get_temp_dir()) / ctx.get_session_name() / "logs" / "train"
+    return folder if folder.is_dir() else None
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (for a dashboard or a head started next)."""
     with socket.socket() as s:

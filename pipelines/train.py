@@ -36,7 +36,7 @@ from typing import Any
 from components import families, tracking, workspace
 from components.config import flatten, to_dict
 from components.io import atomic_file, write_json
-from components.ray_adapter import init_ray
+from components.ray_adapter import init_ray, train_log_dir
 from components.train.family import Family, Trained
 from components.train.ray_trainer import (
     STORAGE_ENV,
@@ -175,6 +175,10 @@ def run(family: Family, cfg: Any, *, inputs: Mapping[str, Path], outputs: Mappin
         tracking.log_metrics({k: v for k, v in metrics.items()
                               if isinstance(v, (int, float)) and not isinstance(v, bool)})
         tracking.log_artifacts(dict(outputs))
+        # Ray Train's own logs, every level (the console shows warnings only): the stage's Ray
+        # instance is its own, so the session's files are this run's
+        if (ray_logs := train_log_dir()) is not None and not os.environ.get("RAY_ADDRESS"):
+            tracking.log_artifacts({"logs/ray_train": ray_logs})
     log.info("%s: wrote %s", family.stage, ", ".join(str(p) for p in outputs.values()))
     return metrics
 

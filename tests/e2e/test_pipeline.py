@@ -128,6 +128,8 @@ def test_repro_groups_its_stage_runs_and_registers_every_family(smoke_repo):
         [run] = [r for r in children if r.data.tags["capsynth.stage"] == stage]
         got = {d.dataset.name: d.dataset.digest for d in client.get_run(run.info.run_id).inputs.dataset_inputs}
         assert set(got) == want and all(got[p] == digest[p] for p in want), (stage, got)
+        if stage.startswith("train_"):  # Ray Train's full logs, which the console leaves out
+            assert client.list_artifacts(run.info.run_id, "logs/ray_train"), stage
 
 
 def test_evaluate_writes_metrics_report_and_plots(smoke_repo):
