@@ -17,20 +17,16 @@ import json
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from components import tracking
+from tests.servers import free_port, stop_group, wait_for_http
 from tests.e2e.test_pipeline import _run, _wait_for_experiments, smoke_repo  # noqa: F401 (smoke_repo: a fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -39,12 +35,6 @@ SERVER_START_S = 240  # `mlflow server` creates its tables in PostgreSQL on the 
 STAGES = ("prepare", "features", "train_captioner", "train_vae", "train_gan", "train_imagine", "evaluate", "register")
 FAMILIES = ("captioner", "vae", "gan", "imagine")
 DB = "mlflow"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _postgres_bin() -> Path:
@@ -88,7 +78,7 @@ def postgres() -> Iterator[Postgres]:
     # not under pytest's tmp folder: that one is private to this user, and the cluster's owner may be another
     folder = Path(tempfile.mkdtemp(prefix="capsynth-pg-"))
     data, sock, log = folder / "data", folder / "sock", folder / "postgres.log"
-    port = _free_port()
+    port = free_port()
     ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log)]
     sock.mkdir()
     if os.geteuid() == 0:
@@ -124,42 +114,13 @@ class Server:
     postgres: Postgres
 
 
-def _stop(server: subprocess.Popen) -> None:
-    """Stop ``mlflow server`` and its uvicorn workers (its own process group)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(server.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            server.wait(timeout=30)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _wait_for_health(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(1)
-    pytest.fail(f"no answer from {url}/health in {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(postgres, tmp_path_factory) -> Iterator[Server]:
     """``mlflow server`` on 127.0.0.1:<free port>: runs and registry in PostgreSQL, artifacts in a local folder
     (served by the server: clients upload through it)."""
     folder = tmp_path_factory.mktemp("mlflow-server")
     artifacts, log = folder / "artifacts", folder / "server.log"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -171,10 +132,10 @@ def server(postgres, tmp_path_factory) -> Iterator[Server]:
             cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        _wait_for_health(url, proc, log)
+        wait_for_http(f"{url}/health", proc, log, timeout_s=SERVER_START_S)
         yield Server(url, artifacts, postgres)
     finally:
-        _stop(proc)
+        stop_group(proc, wait_s=30)
 
 
 def _run_on(server: Server, cmd: list[str], repo: Path, **kw) -> subprocess.CompletedProcess:

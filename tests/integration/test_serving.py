@@ -8,11 +8,8 @@ import contextlib
 import io
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,49 +20,15 @@ from PIL import Image
 
 from components import registry, tracking
 from tests import fixtures_models
+from tests.servers import free_port, stop_group, wait_for_http
 
 SERVER_START_S = 180  # loading MLflow + torch in a fresh process on a busy 2-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_ping(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(1)
-    pytest.fail(f"no answer from {url}/ping in {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(server: subprocess.Popen) -> None:
-    """Stop the server and the uvicorn worker it started (its own process group)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(server.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            server.wait(timeout=20)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @contextlib.contextmanager
 def _served(model_uri: str, tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """``mlflow models serve`` of ``model_uri`` from the store in ``tmp_path`` (``env`` added); yields its URL."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     # the venv's bin first: `mlflow models serve` execs `uvicorn` from PATH (as with `make`)
     env = {**os.environ, **(env or {}), "MLFLOW_TRACKING_URI": tracking.tracking_uri(tmp_path),
@@ -79,10 +42,10 @@ def _served(model_uri: str, tmp_path: Path, env: dict[str, str] | None = None) -
             cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        _wait_for_ping(url, server, log)
+        wait_for_http(f"{url}/ping", server, log, timeout_s=SERVER_START_S)
         yield url
     finally:
-        _stop(server)
+        stop_group(server, wait_s=20)
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:
