@@ -3,8 +3,13 @@
 The model only needs ``init_state(grid, pooled) -> state`` and
 ``step(tokens (N,), state) -> (log_probs (N, V), state, alpha (N, P) | None)``
 (:class:`components.captioning.models.CaptionModel`), with ``state`` a tuple of
-tensors whose dim 0 is the batch and whose last ``model.num_static_state``
-tensors are per-image constants.
+tensors whose dim 0 is the batch. Its last ``model.num_static_state`` tensors
+are per-image constants (encoder memory) and keep one row per image: beam
+search steps ``K`` rows per image of the others (row ``b * K + j`` is beam
+``j`` of image ``b``, so ``N = B * K``) and the model broadcasts an image's
+memory over its beams. A copy of the memory per beam would cost ``K`` times
+the memory traffic at every step, and the memory is the largest part of the
+state.
 
 Conventions shared by every decoder here:
 
@@ -114,10 +119,12 @@ def _banned_tensor(banned_ids: Sequence[int], device: torch.device) -> Tensor | 
     return torch.tensor(list(banned_ids), dtype=torch.long, device=device) if banned_ids else None
 
 
-def _select(state: State, rows: Tensor, *, keep_last: int = 0) -> State:
-    """Rows ``rows`` of every state tensor but the last ``keep_last`` (left as they are)."""
-    n = len(state) - keep_last
-    return tuple(s.index_select(0, rows) for s in state[:n]) + tuple(state[n:])
+def _select(state: State, rows: Tensor, *, num_static: int, images: Tensor | None = None) -> State:
+    """Rows ``rows`` of the per-hypothesis tensors of ``state``; rows ``images`` of its last
+    ``num_static`` (per-image) tensors, or all of them when None."""
+    n = len(state) - num_static
+    static = state[n:] if images is None else tuple(s.index_select(0, images) for s in state[n:])
+    return tuple(s.index_select(0, rows) for s in state[:n]) + static
 
 
 @torch.no_grad()
@@ -191,11 +198,12 @@ def beam_search(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_size: i
     device = pooled.device
     batch, k = pooled.shape[0], beam_size
     banned = _banned_tensor(banned_ids, device)
-    keep_last = getattr(model, "num_static_state", 0)
+    num_static = getattr(model, "num_static_state", 0)
     img_rows = torch.arange(k, device=device)  # (K,)
 
-    state = model.init_state(grid, pooled)
-    state = tuple(s.repeat_interleave(k, 0) for s in state)  # (B*K, ...): row b*K + j is beam j of image b
+    # (B*K, ...): row b*K + j is beam j of image b; the per-image memory keeps its B rows
+    state = _select(model.init_state(grid, pooled), torch.arange(batch, device=device).repeat_interleave(k),
+                    num_static=num_static)
 
     # Finished hypotheses of every image, fixed shape (B, K, ...).
     pool_tokens = torch.full((batch, k, max_length), pad_id, dtype=torch.long, device=device)
@@ -260,7 +268,7 @@ def beam_search(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_size: i
                  alpha.gather(1, par[..., None].expand(-1, -1, p))[:, :, None]], 2
             )  # (A, K, t+1, P)
         rows = (torch.arange(n_act, device=device)[:, None] * k + par).view(-1)  # (A*K,)
-        state = _select(state, rows, keep_last=keep_last)  # beams stay within their image
+        state = _select(state, rows, num_static=num_static)  # beams stay within their image
         tok = new_word.view(-1)
 
         # 3. Images with K finished hypotheses are done and leave the batch.
@@ -274,7 +282,7 @@ def beam_search(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_size: i
             if live_alphas is not None:
                 live_alphas = live_alphas[still]
             rows = (still[:, None] * k + img_rows).view(-1)  # (A'*K,)
-            state = _select(state, rows)  # memory too: whole images leave
+            state = _select(state, rows, num_static=num_static, images=still)  # memory too: whole images leave
             tok = tok[rows]
 
     # 4. At max_length, live beams (best first) fill the places left in the pool, unfinished.
@@ -317,7 +325,9 @@ def _beam_search_one(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_si
     """Beam search of one image (``pooled`` ``(1, C)``), bookkeeping in Python lists."""
     k = beam_size
     device = pooled.device
-    state = tuple(s.repeat_interleave(k, 0) for s in model.init_state(grid, pooled))  # (K, ...)
+    num_static = getattr(model, "num_static_state", 0)
+    state = _select(model.init_state(grid, pooled), torch.zeros(k, dtype=torch.long, device=device),
+                    num_static=num_static)  # (K, ...); the memory keeps its one row
     beams = [_Hypothesis(torch.tensor(0.0 if j == 0 else -math.inf, device=device), [], []) for j in range(k)]
     tok = torch.full((k,), start_id, dtype=torch.long, device=device)
     finished: list[_Hypothesis] = []
@@ -342,7 +352,7 @@ def _beam_search_one(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_si
             _Hypothesis(score, beams[p].tokens + [w], beams[p].alphas + ([] if alpha is None else [alpha[p]]))
             for score, p, w in chosen
         ]
-        state = tuple(s.index_select(0, torch.tensor([p for _, p, _ in chosen], device=device)) for s in state)
+        state = _select(state, torch.tensor([p for _, p, _ in chosen], device=device), num_static=num_static)
         tok = torch.tensor([w for _, _, w in chosen], dtype=torch.long, device=device)
         if len(finished) >= k:
             break

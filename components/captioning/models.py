@@ -20,9 +20,10 @@ Two interfaces, one set of weights:
   used by :mod:`components.captioning.decoding`. ``state`` is a tuple of tensors
   whose first dimension is the batch, so beams are gathered with
   ``index_select(0, rows)``. The last ``num_static_state`` tensors of a state
-  are encoder memory that never changes while decoding (the feature grid and
-  its attention projection); beam search, which only reorders beams of the
-  same image, leaves them in place.
+  are encoder memory that never changes while decoding (what the attention
+  reads and its keys), one row per image: ``step`` may get ``K`` rows per image
+  of the other tensors (the beams of beam search, row ``b * K + j`` beam ``j``
+  of image ``b``), which share their image's memory.
 
 Models are built from a :class:`CaptionerConfig` by :func:`build_model`
 through the :data:`MODELS` registry; the recurrent cell comes from
@@ -387,11 +388,19 @@ class AdditiveAttention(nn.Module):
         return self.memory_proj(memory)
 
     def forward(self, query: Tensor, memory: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
-        """Attend ``memory`` ``(B, P, C)`` with ``query`` ``(B, H)``; returns context ``(B, C)``, alpha ``(B, P)``."""
-        e = self.score(torch.tanh(keys + self.query_proj(query)[:, None])).squeeze(-1)  # (B, P)
-        alpha = e.float().softmax(-1)  # (B, P)
-        context = torch.bmm(alpha.to(memory.dtype)[:, None], memory).squeeze(1)  # (B, C)
-        return context, alpha
+        """Attend ``memory`` ``(B, P, D)`` (keys ``(B, P, A)``) with ``query`` ``(B*K, H)``, ``K`` queries
+        per image: rows ``b*K`` to ``b*K + K-1`` read image ``b``. Returns the context ``(B*K, D)`` and
+        alpha ``(B*K, P)``.
+
+        ``K`` is 1 but in beam search (one query per beam). The beams of an image share its keys and
+        memory by broadcasting, so a step reads each image's memory once, not once per beam.
+        """
+        b, n = keys.shape[0], query.shape[0]
+        q = self.query_proj(query).view(b, n // b, 1, -1)  # (B, K, 1, A)
+        e = self.score(torch.tanh(keys[:, None] + q)).squeeze(-1)  # (B, K, P)
+        alpha = e.float().softmax(-1)  # (B, K, P)
+        context = torch.bmm(alpha.to(memory.dtype), memory)  # (B, K, D)
+        return context.view(n, -1), alpha.view(n, -1)
 
 
 class GridEncoder(nn.Module):
@@ -444,7 +453,7 @@ class ShowAttendTell(CaptionModel):
     :func:`components.captioning.losses.doubly_stochastic_penalty`.
     """
 
-    num_static_state = 2  # (memory (B, P, C), keys (B, P, A))
+    num_static_state = 2  # (values (B, P, D), keys (B, P, A)), see _values
     uses_attention = True
 
     def __init__(self, cfg: CaptionerConfig) -> None:
@@ -465,8 +474,11 @@ class ShowAttendTell(CaptionModel):
         self.out_h = nn.Linear(cfg.hidden_dim, cfg.embed_dim)  # L_h
         self.out_z = nn.Linear(cfg.feature_dim, cfg.embed_dim)  # L_z
         self.out = nn.Linear(cfg.embed_dim, cfg.vocab_size)  # L_o
+        self.project_values = cfg.num_positions < cfg.feature_dim  # see _values
 
-    def init_state(self, grid: Tensor | None, pooled: Tensor) -> State:
+    def _encode(self, grid: Tensor | None, pooled: Tensor) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
+        """The initial recurrent state (``(B, L, H)`` each), the annotation vectors ``(B, P, C)`` and
+        their attention keys ``(B, P, A)``."""
         cfg = self.config
         if grid is None:
             raise ValueError("show_attend_tell needs the feature grid")
@@ -476,37 +488,75 @@ class ShowAttendTell(CaptionModel):
         recurrent = tuple(
             torch.tanh(f(mean)).view(-1, cfg.num_layers, cfg.hidden_dim) for f in self.f_init
         )  # (B, L, H) each
-        return (*recurrent, grid, self.attention.project_memory(grid))  # + (B, P, C), (B, P, A)
+        return recurrent, grid, self.attention.project_memory(grid)
+
+    def init_state(self, grid: Tensor | None, pooled: Tensor) -> State:
+        recurrent, memory, keys = self._encode(grid, pooled)
+        return (*recurrent, self._values(memory), keys)
+
+    def _values(self, memory: Tensor) -> Tensor:
+        """What a decoding step mixes with the attention weights: the annotation vectors ``(B, P, C)``
+        or, on a grid of fewer positions than channels, their images ``(B, P, G + E)`` under the two
+        linear maps the context goes through (``W_z`` of layer 0's input gates, then ``L_z``).
+
+        The weights of an average commute with a linear map (``W sum_i alpha_i a_i = sum_i alpha_i W
+        a_i``), so mapping the ``P`` vectors once per image replaces two matrix products over ``C``
+        inputs per beam and step with a mix of ``P`` rows: the same maths, up to float rounding.
+        """
+        if not self.project_values:
+            return memory
+        return F.linear(memory, torch.cat([self._context_gate_weight(), self.out_z.weight]))
 
     def _attend(self, h_prev: Tensor, memory: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
-        """The gated context ``z_t`` ``(B, C)`` and ``alpha_t`` ``(B, P)`` from the top layer of ``h_{t-1}``."""
-        context, alpha = self.attention(h_prev, memory, keys)  # (B, C), (B, P)
+        """The gated context ``z_t`` ``(B, D)`` and ``alpha_t`` ``(B, P)`` from the top layer of ``h_{t-1}``
+        (``memory``: the annotation vectors or :meth:`_values`)."""
+        context, alpha = self.attention(h_prev, memory, keys)  # (B, D), (B, P)
         return torch.sigmoid(self.f_beta(h_prev)) * context, alpha  # beta_t gate (B, 1)
+
+    def _context_gate_weight(self) -> Tensor:
+        """``W_z``, the context's part of layer 0's input weights ``(G, C)``."""
+        return self.core.rnn.weight_ih_l0[:, self.config.embed_dim:]
 
     def _core_inputs(self, emb: Tensor) -> tuple[Tensor, Tensor]:
         """Layer 0's input weights split into the word part (applied to ``emb`` ``(..., E)``, with
         the bias) and the context part: ``W [E y; z] + b = (W_E E y + b) + W_z z``."""
-        e = self.config.embed_dim
-        weight = self.core.rnn.weight_ih_l0
-        return F.linear(self.dropout(emb), weight[:, :e], self.core.rnn.bias_ih_l0), weight[:, e:]
+        weight = self.core.rnn.weight_ih_l0[:, : self.config.embed_dim]
+        return F.linear(self.dropout(emb), weight, self.core.rnn.bias_ih_l0), self._context_gate_weight()
 
-    def _logits(self, emb: Tensor, h: Tensor, z: Tensor) -> Tensor:
-        return self.out(self.dropout(emb + self.out_h(h) + self.out_z(z)))  # Xu eq. 7
+    def _word_gates(self, tokens: Tensor, emb: Tensor) -> Tensor:
+        """``W_E E y + b`` ``(N, G)`` of the words ``tokens`` ``(N,)`` (embedded: ``emb``).
+
+        Beam search steps more rows than the vocabulary has words (``B*K`` against ``V``); out of
+        training (dropout acts on each row's embedding there) it is less work to map every word once
+        and pick the rows, with the same numbers.
+        """
+        if self.training or tokens.shape[0] <= self.config.vocab_size:
+            return self._core_inputs(emb)[0]
+        return self._core_inputs(self.embed.weight)[0].index_select(0, tokens)
+
+    def _logits(self, emb: Tensor, h: Tensor, z_out: Tensor) -> Tensor:
+        """Xu eq. 7 from the context's term ``z_out = L_z z``."""
+        return self.out(self.dropout(emb + self.out_h(h) + z_out))
 
     def step_logits(self, tokens: Tensor, state: State) -> tuple[Tensor, State, Tensor]:
-        *recurrent, memory, keys = state
+        *recurrent, values, keys = state
         layers = self.core.split_state(tuple(recurrent))
-        z, alpha = self._attend(layers[-1][0], memory, keys)
-        emb = self.embed(tokens)  # (B, E)
-        word_gates, w_z = self._core_inputs(emb)
-        layers = self.core.step_layers(word_gates + F.linear(z, w_z), layers)
-        return self._logits(emb, layers[-1][0], z), (*self.core.join_state(layers), memory, keys), alpha
+        z, alpha = self._attend(layers[-1][0], values, keys)
+        if self.project_values:  # z holds W_z z and L_z z already (_values)
+            z_gates, z_out = z.split([z.shape[1] - self.config.embed_dim, self.config.embed_dim], 1)
+            z_out = z_out + self.out_z.bias
+        else:
+            z_gates, z_out = F.linear(z, self._context_gate_weight()), self.out_z(z)
+        emb = self.embed(tokens)  # (N, E)
+        layers = self.core.step_layers(self._word_gates(tokens, emb) + z_gates, layers)
+        return self._logits(emb, layers[-1][0], z_out), (*self.core.join_state(layers), values, keys), alpha
 
     def _teacher_forced(self, grid: Tensor | None, pooled: Tensor, tokens: Tensor) -> CaptionOutput:
         # step_logits over the whole caption, with what does not depend on the recurrence taken
         # out of the loop: the word embeddings and their share of the input gates before it, the
-        # deep output layer (three linears over (B, T-1, .)) after it. Same maths and weights.
-        *recurrent, memory, keys = self.init_state(grid, pooled)
+        # deep output layer (three linears over (B, T-1, .)) after it. Same maths and weights; the
+        # annotation vectors as they are: one row per image for a few steps gains nothing from _values.
+        recurrent, memory, keys = self._encode(grid, pooled)
         layers = self.core.split_state(tuple(recurrent))
         emb = self.embed(tokens[:, :-1])  # (B, T-1, E)
         word_gates, w_z = self._core_inputs(emb)  # (B, T-1, G)
@@ -517,7 +567,7 @@ class ShowAttendTell(CaptionModel):
             hs.append(layers[-1][0])
             zs.append(z)
             alphas.append(alpha)
-        logits = self._logits(emb, torch.stack(hs, 1), torch.stack(zs, 1))  # (B, T-1, V)
+        logits = self._logits(emb, torch.stack(hs, 1), self.out_z(torch.stack(zs, 1)))  # (B, T-1, V)
         return CaptionOutput(logits, torch.stack(alphas, 1))
 
 

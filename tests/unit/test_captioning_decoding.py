@@ -28,10 +28,11 @@ N_IMG, P, C, V = 7, 4, 8, 15
 COMBOS = list(itertools.product(MODELS, CELLS))
 
 
-def random_model(arch: str, cell: str, *, seed: int = 0, end_bias: float = 0.0, scale: float = 3.0):
+def random_model(arch: str, cell: str, *, seed: int = 0, end_bias: float = 0.0, scale: float = 3.0,
+                 channels: int = C):
     """An untrained model with spread-out predictions; ``end_bias`` shifts the <end> logit."""
     torch.manual_seed(seed)
-    cfg = CaptionerConfig(architecture=arch, cell=cell, vocab_size=V, feature_dim=C, num_positions=P,
+    cfg = CaptionerConfig(architecture=arch, cell=cell, vocab_size=V, feature_dim=channels, num_positions=P,
                              embed_dim=8, hidden_dim=16, num_layers=1, dropout=0.0, attention_dim=8,
                              grid_layers=0, position_embedding=False)
     model = build_model(cfg).eval()
@@ -39,14 +40,15 @@ def random_model(arch: str, cell: str, *, seed: int = 0, end_bias: float = 0.0, 
         for p in model.parameters():
             p.mul_(scale)
         model.out.bias[END] += end_bias
-    grid = torch.randn(N_IMG, P, C, generator=torch.Generator().manual_seed(seed + 100))
+    grid = torch.randn(N_IMG, P, channels, generator=torch.Generator().manual_seed(seed + 100))
     return model, grid, grid.mean(1)
 
 
 class ScriptedModel:
     """Log-probabilities read from a table indexed by (image, step, previous token).
 
-    State: ``(step (N,), image (N,))``; the image index is static memory.
+    State: ``(step (N,), image (B,))``; the image index is static memory, one row per image for the
+    ``N // B`` rows (beams) of each.
     """
 
     num_static_state = 1
@@ -62,7 +64,8 @@ class ScriptedModel:
     def step(self, tokens, state):
         t, img = state
         self.rows_per_step.append(tokens.shape[0])
-        lp = self.table[img, t.clamp(max=self.table.shape[1] - 1), tokens]  # (N, V)
+        rows = img.repeat_interleave(tokens.shape[0] // img.shape[0])  # (N,)
+        lp = self.table[rows, t.clamp(max=self.table.shape[1] - 1), tokens]  # (N, V)
         return lp, (t + 1, img), None
 
 
@@ -106,6 +109,15 @@ def test_batched_beam_search_equals_per_image_reference(arch, cell, beam_size, e
     assert_same(batched, reference)
     torch.testing.assert_close(batched.scores, reference.scores)
     assert batched.tokens.shape[0] == N_IMG
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_batched_equals_reference_when_attention_mixes_the_annotation_vectors(cell):
+    """P >= C: the attention model steps with the vectors themselves, not their projections."""
+    model, grid, pooled = random_model("show_attend_tell", cell, end_bias=1.0, channels=P)
+    assert not model.project_values
+    kw = dict(beam_size=3, max_length=7, length_penalty=0.7)
+    assert_same(beam_search(model, grid, pooled, **kw), beam_search_single(model, grid, pooled, **kw))
 
 
 def test_batched_beam_search_mixes_finished_and_unfinished_images():

@@ -103,6 +103,29 @@ def test_forward_equals_stepwise_decoding_interface(arch, cell):
             torch.testing.assert_close(alpha, out.alphas[:, t])
 
 
+@pytest.mark.parametrize("channels", [C, P])
+def test_beam_rows_sharing_memory_step_as_the_training_pass(channels):
+    """Beam search's layout: K rows per image, the memory once per image; with B*K above the
+    vocabulary size the word gates come from a per-word table, and with P < C the step mixes the
+    projected annotation vectors (_values). The log-probs still equal the teacher-forced pass."""
+    torch.manual_seed(5)
+    model = build_model(make_cfg(feature_dim=channels)).eval()
+    assert model.project_values == (P < channels)
+    k = 4  # B*K = 12 rows > V = 11
+    grid = torch.randn(B, P, channels, generator=torch.Generator().manual_seed(6))
+    tokens = torch.randint(4, V, (B * k, T), generator=torch.Generator().manual_seed(7))
+    tokens[:, 0] = 1
+    reference = model(grid.repeat_interleave(k, 0), grid.mean(1).repeat_interleave(k, 0), tokens)
+    state = model.init_state(grid, grid.mean(1))
+    n = len(state) - model.num_static_state
+    state = tuple(s.repeat_interleave(k, 0) for s in state[:n]) + state[n:]
+    for t in range(T - 1):
+        log_probs, state, alpha = model.step(tokens[:, t], state)
+        torch.testing.assert_close(log_probs, reference.logits[:, t].log_softmax(-1), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(alpha, reference.alphas[:, t])
+    assert state[-1].shape[0] == B  # the memory kept one row per image
+
+
 @pytest.mark.parametrize("arch", MODELS)
 def test_state_reindexes_along_batch(arch):
     torch.manual_seed(3)
