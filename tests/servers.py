@@ -1,10 +1,12 @@
-"""Helpers of the tests that start real servers (`mlflow models serve`, `mlflow server`): ports, readiness, stop."""
+"""Helpers of the tests that start real servers (`mlflow models serve`, `mlflow server`): readiness, stop.
+
+A free port comes from :func:`components.ray_adapter.free_port`.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -12,13 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_http(url: str, server: subprocess.Popen, log: Path, *, timeout_s: float) -> None:

@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 
 from components import tracking
-from tests.servers import free_port, stop_group, wait_for_http
+from components.ray_adapter import free_port
 from tests.e2e.test_pipeline import _run, _wait_for_experiments, smoke_repo  # noqa: F401 (smoke_repo: a fixture)
+from tests.servers import stop_group, wait_for_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

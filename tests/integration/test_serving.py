@@ -19,8 +19,9 @@ import pytest
 from PIL import Image
 
 from components import registry, tracking
+from components.ray_adapter import free_port
 from tests import fixtures_models
-from tests.servers import free_port, stop_group, wait_for_http
+from tests.servers import stop_group, wait_for_http
 
 SERVER_START_S = 180  # loading MLflow + torch in a fresh process on a busy 2-core machine
 
