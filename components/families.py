@@ -36,10 +36,15 @@ from typing import Any
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One family: where its params group class and its spec are (``"module:attribute"``)."""
+    """One family: where its params group class and its spec are (``"module:attribute"``), and its stage.
+
+    ``stage`` names the family's training stage and ``params.yaml`` group when it is not
+    ``train_<name>`` (the SCST-fine-tuned captioner trains in ``finetune_captioner``).
+    """
 
     params: str
     spec: str
+    stage: str = ""
 
 
 _registered: dict[str, Entry] = {}
@@ -88,6 +93,13 @@ def _entry(name: str) -> Entry:
     return found[name]
 
 
+def stage_of(name: str) -> str:
+    """Family ``name``'s training stage and ``params.yaml`` group: its entry's ``stage``, else ``train_<name>``
+    (also for a name no entry has: a family built in a test)."""
+    entry = entries().get(name)
+    return entry.stage if entry is not None and entry.stage else f"train_{name}"
+
+
 def config_of(name: str) -> type:
     """The class of family ``name``'s ``train_<name>`` params group."""
     return _load(_entry(name).params)
@@ -115,4 +127,5 @@ def get(name: str) -> Any:
     return _load(_entry(name).spec)
 
 
-__all__ = ["Entry", "config_of", "entries", "get", "module_of", "modules_of", "names", "register", "unregister"]
+__all__ = ["Entry", "config_of", "entries", "get", "module_of", "modules_of", "names", "register", "stage_of",
+           "unregister"]

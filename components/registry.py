@@ -168,6 +168,8 @@ class ModelKind:
         higher_is_better: Direction of the key metric.
         signature: The pyfunc's input/output (and params) schema.
         input_example: Builds the example logged with every version.
+        folder_family: The ``family`` its model folders declare (:mod:`components.model_folder`);
+            empty: the family's own name. The SCST-fine-tuned captioner writes captioner folders.
     """
 
     registered_name: str
@@ -176,9 +178,11 @@ class ModelKind:
     higher_is_better: bool
     signature: ModelSignature
     input_example: Callable[[], pd.DataFrame]
+    folder_family: str = ""
 
 
-CAPTIONER = ModelKind("capsynth-captioner", CaptionerModel, ("cider",), True, CAPTION_SIGNATURE, _caption_example)
+CAPTIONER = ModelKind("capsynth-captioner", CaptionerModel, ("cider",), True, CAPTION_SIGNATURE, _caption_example,
+                      folder_family="captioner")
 VAE = ModelKind("capsynth-vae", GeneratorModel, ("test_elbo",), True, SAMPLES_SIGNATURE, _samples_example)
 GAN = ModelKind("capsynth-gan", GeneratorModel, ("fid", "kid"), False, SAMPLES_SIGNATURE, _samples_example)
 
@@ -304,13 +308,15 @@ def check_model_dir(family: str, model_dir: str | os.PathLike) -> Path:
         FileNotFoundError: It is not, naming the stage that writes it.
         ValueError: A folder of another family or format.
     """
+    from components import families
     from components.model_folder import read_model_folder
 
     model_dir = Path(model_dir)
+    kind = kinds().get(family)
     try:
-        read_model_folder(model_dir, family=family)
+        read_model_folder(model_dir, family=(kind.folder_family if kind else "") or family)
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err} (run train_{family})") from None
+        raise FileNotFoundError(f"{err} (run {families.stage_of(family)})") from None
     return model_dir
 
 

@@ -178,11 +178,12 @@ class SweepFamilyConfig:
 @functools.lru_cache(maxsize=8)
 def _params_class(registered: tuple[tuple[str, type], ...]) -> type:
     groups = [("prepare", PrepareConfig), ("features", FeaturesConfig),
-              *((f"train_{name}", params) for name, params in registered),
+              *((families.stage_of(name), params) for name, params in registered),
               ("evaluate", EvaluateConfig),
               ("sweep", dict[str, SweepFamilyConfig])]  # family -> its search (``capsynth sweep <family>``)
     return dataclasses.make_dataclass("Params", groups, frozen=True, namespace={
-        "__doc__": "All of ``params.yaml``: the fixed groups, and the ``train_<name>`` group of each model family."})
+        "__doc__": "All of ``params.yaml``: the fixed groups, and the training group of each model family "
+                   "(``train_<name>`` or its entry's stage)."})
 
 
 def params_class() -> type:

@@ -53,9 +53,10 @@ log = logging.getLogger("train")
 
 
 def run_name_of(family: Family, cfg: Any, version: Mapping[str, str]) -> str:
-    """The Ray run's identity: the loop's code, the model, train and scaling params, the data version."""
-    return stable_run_name(family.name, family.loop, to_dict(cfg.model), to_dict(cfg.train), to_dict(cfg.scaling),
-                           dict(version))
+    """The Ray run's identity: the loop's code, the model (if the group has one), train and scaling params,
+    the data version."""
+    model = to_dict(cfg.model) if hasattr(cfg, "model") else None
+    return stable_run_name(family.name, family.loop, model, to_dict(cfg.train), to_dict(cfg.scaling), dict(version))
 
 
 def build_trainer(family: Family, cfg: Any, *, inputs: Mapping[str, Path], storage: Path, run_name: str,

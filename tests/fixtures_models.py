@@ -39,6 +39,11 @@ def captioner_dir(path: Path, *, seed: int = 0) -> Path:
     return save_captioner_dir(path, build_model(cfg), cfg, vocab, {"features": FEATURES})
 
 
+def scst_dir(path: Path, *, seed: int = 1) -> Path:
+    """An SCST-fine-tuned caption model folder: a captioner folder (other weights than :func:`captioner_dir`'s)."""
+    return captioner_dir(path, seed=seed)
+
+
 def gan_dir(path: Path, *, seed: int = 0) -> Path:
     cfg = GANConfig(image_size=16, latent_dim=8, g_channels=8, d_channels=8, loss="non_saturating",
                     d_norm="batch", spectral_norm=False, n_critic=1, gp_weight=0.0, ema_decay=0.9)

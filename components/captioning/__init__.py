@@ -14,10 +14,15 @@ Modules:
 * :mod:`.train`: :class:`CaptionDataset`, :func:`train_step`, :func:`evaluate_loss`.
 * :mod:`.io`: the model folder (weights, config, vocab) save / load.
 * :mod:`.family`: the ``captioner`` family spec the pipeline's stages run.
+* :mod:`.rewards`, :mod:`.scst`, :mod:`.finetune`: self-critical sequence training (the sequence
+  rewards, the baselines and loss, the loop); :mod:`.scst_family`: the ``scst`` family, whose stage
+  is ``finetune_captioner``.
 """
 
 from components.families import Entry
 
 # the model families of this package (components.families finds them here)
 FAMILIES = {"captioner": Entry(params="components.captioning.config:CaptionerParams",
-                               spec="components.captioning.family:CAPTIONER")}
+                               spec="components.captioning.family:CAPTIONER"),
+            "scst": Entry(params="components.captioning.config:SCSTParams",
+                          spec="components.captioning.scst_family:SCST", stage="finetune_captioner")}

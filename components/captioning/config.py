@@ -84,3 +84,54 @@ class CaptionerParams:
     train: CaptionerTrainParams
     decode: DecodeParams
     scaling: ScalingParams
+
+
+# the baselines of ``scst.BASELINES`` (tested to agree); the reward is any name of the rewards registry
+# (``rewards.REWARDS``, open to new ones: checked when the loop builds it)
+Baseline = Literal["greedy", "mean"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SCSTTrainParams:
+    """Self-critical fine-tuning keys of ``params.yaml`` (``finetune_captioner.train``)."""
+
+    epochs: int
+    batch_size: int  # images per step; each gets samples_per_image sampled captions
+    samples_per_image: int  # K
+    lr: float
+    reward: str  # a name of components.captioning.rewards.REWARDS: cider_d | scene | mix | a registered one
+    mix_weight: float  # lambda of reward mix: lambda * cider_d / cider_scale + (1 - lambda) * scene
+    cider_scale: float
+    baseline: Baseline
+    entropy_weight: float  # loss - entropy_weight * mean entropy of the sampling distributions (0: off)
+    temperature: float  # of the sampling distribution (1: the model's own)
+    max_length: int  # tokens sampled per caption, <end> included; 0: the vocabulary's caption length + 1
+    grad_clip: float  # 0: no clipping
+    seed: int
+    precision: Precision
+    threads_per_worker: int
+    fail_at_epoch: int  # failure injection for fault-tolerance tests; -1: off
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        where = "finetune_captioner.train"
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"{where}: epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if self.samples_per_image < 1 or (self.baseline == "mean" and self.samples_per_image < 2):
+            raise ConfigError(f"{where}.samples_per_image must be >= 1 (>= 2 with baseline 'mean'), got "
+                              f"{self.samples_per_image}")
+        if self.lr <= 0 or self.temperature <= 0 or self.cider_scale <= 0:
+            raise ConfigError(f"{where}: lr, temperature and cider_scale must be > 0")
+        if not 0.0 <= self.mix_weight <= 1.0:
+            raise ConfigError(f"{where}.mix_weight must be in [0, 1], got {self.mix_weight}")
+        if self.entropy_weight < 0 or self.grad_clip < 0 or self.max_length < 0:
+            raise ConfigError(f"{where}: entropy_weight, grad_clip and max_length must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class SCSTParams:
+    """``finetune_captioner`` stage: the cross-entropy captioner → fine-tuned by self-critical sequence training."""
+
+    train: SCSTTrainParams
+    decode: DecodeParams
+    scaling: ScalingParams

@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -172,6 +172,89 @@ def greedy_decode(model: Any, grid: Tensor | None, pooled: Tensor, *, max_length
     width = int(lengths.max())
     return DecodeResult(tokens=tokens[:, :width], lengths=lengths, scores=log_prob, log_probs=log_prob,
                         finished=finished, alphas=None if alphas is None else alphas[:, :width])
+
+
+class SampleResult(NamedTuple):
+    """Captions sampled by :func:`sample_captions`, ``N = B * K`` rows (row ``b * K + j``: sample ``j`` of image ``b``).
+
+    A NamedTuple, so that a DDP-wrapped module may return it.
+
+    Attributes:
+        tokens: ``(N, T)`` int64 sampled ids (``<end>`` included when emitted), right-padded with ``<pad>``.
+        lengths: ``(N,)`` tokens of each sample, ``<end>`` included.
+        token_log_probs: ``(N, T)`` log-probability of each sampled token under the sampling
+            distribution (with gradients when grad mode is on); 0 after the sample's end.
+        mask: ``(N, T)`` float, 1 on each sample's tokens (its ``<end>`` included), 0 after.
+        logits: ``(N, T, V)`` float32 tempered logits of every step, banned ids at ``-inf``.
+        finished: ``(N,)`` bool, whether the sample emitted ``<end>`` (else it was cut at ``max_length``).
+    """
+
+    tokens: Tensor
+    lengths: Tensor
+    token_log_probs: Tensor
+    mask: Tensor
+    logits: Tensor
+    finished: Tensor
+
+    def to_lists(self) -> list[list[int]]:
+        """Token ids of each sample, ``<end>`` and padding dropped."""
+        return [row[: n - 1] if fin else row[:n]
+                for row, n, fin in zip(self.tokens.tolist(), self.lengths.tolist(), self.finished.tolist())]
+
+
+def sample_captions(model: Any, grid: Tensor | None, pooled: Tensor, *, samples_per_image: int, max_length: int,
+                    generator: torch.Generator | None = None, temperature: float = 1.0,
+                    start_id: int = Vocab.start_id, end_id: int = Vocab.end_id, pad_id: int = Vocab.pad_id,
+                    banned_ids: Sequence[int] = (Vocab.pad_id, Vocab.start_id)) -> SampleResult:
+    """``K`` captions per image drawn token by token from ``softmax(logits / temperature)``.
+
+    The policy of self-critical training: gradients flow into ``token_log_probs``
+    (and ``logits``) when grad mode is on, so one pass both samples and scores.
+    Banned ids are removed before the softmax (the distribution sampled from is
+    the one whose log-probabilities are returned). A sample that has emitted
+    ``<end>`` is fed ``<pad>`` and masked from then on; one that never emits
+    it is cut at ``max_length`` (``finished`` False). An image's samples share
+    its encoder memory, as beams do (:func:`beam_search`).
+
+    Args:
+        model: A caption model (``init_state`` / ``step_logits``); its mode is left as it is.
+        grid: ``(B, P, C)`` features (None for models that do not use it).
+        pooled: ``(B, C)`` pooled features.
+        samples_per_image: ``K``.
+        max_length: Most tokens per sample, ``<end>`` included.
+        generator: Random generator of the draws (on the model's device); None: torch's global one.
+        temperature: Divides the logits (1: the model's own distribution).
+    """
+    _check_args(max_length, samples_per_image)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    device = pooled.device
+    n = pooled.shape[0] * samples_per_image
+    banned = _banned_tensor(banned_ids, device)
+    state = _select(model.init_state(grid, pooled),
+                    torch.arange(pooled.shape[0], device=device).repeat_interleave(samples_per_image),
+                    num_static=getattr(model, "num_static_state", 0))
+    tok = torch.full((n,), start_id, dtype=torch.long, device=device)
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    tokens, log_probs, masks, all_logits = [], [], [], []
+    for _ in range(max_length):
+        logits, state, _ = model.step_logits(tok, state)  # (N, V)
+        logits = _ban(logits.float() / temperature, banned)
+        logp = logits.log_softmax(-1)  # (N, V)
+        drawn = torch.multinomial(logp.detach().exp(), 1, generator=generator).squeeze(1)  # (N,)
+        live = ~finished
+        tok = torch.where(live, drawn, pad_id)
+        tokens.append(tok)
+        log_probs.append(logp.gather(1, drawn[:, None]).squeeze(1) * live)
+        masks.append(live.float())
+        all_logits.append(logits)
+        finished = finished | (live & (drawn == end_id))
+        if bool(finished.all()):
+            break
+    mask = torch.stack(masks, 1)  # (N, T)
+    return SampleResult(tokens=torch.stack(tokens, 1), lengths=mask.sum(1).long(),
+                        token_log_probs=torch.stack(log_probs, 1), mask=mask, logits=torch.stack(all_logits, 1),
+                        finished=finished)
 
 
 @torch.no_grad()
@@ -409,6 +492,6 @@ def beam_search_single(model: Any, grid: Tensor | None, pooled: Tensor, *, beam_
 
 
 __all__ = [
-    "DecodeResult", "beam_search", "beam_search_single", "gnmt_length_penalty",
-    "greedy_decode", "normalized_score",
+    "DecodeResult", "SampleResult", "beam_search", "beam_search_single", "gnmt_length_penalty",
+    "greedy_decode", "normalized_score", "sample_captions",
 ]

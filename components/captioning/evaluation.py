@@ -32,7 +32,8 @@ SEMANTIC_KEYS = ("exact_scene_accuracy", "names_all_objects", "object_precision"
 def read_predictions(path: Path) -> dict[int, str]:
     """A COCO results file (``[{"image_id", "caption"}]``) as image id → caption."""
     if not path.is_file():
-        raise FileNotFoundError(f"no predictions file {path} (run the train_captioner stage first)")
+        raise FileNotFoundError(f"no predictions file {path} (run the train_captioner or finetune_captioner stage "
+                                "first)")
     return {int(r["image_id"]): r["caption"] for r in json.loads(path.read_text())}
 
 
@@ -56,7 +57,8 @@ def caption_metrics(cfg: Any, predictions: dict[int, str], references: dict[int,
 
 
 def caption_section(cfg: Any, prepared: Path, predictions_dir: Path, predictions: dict[int, str],
-                    references: dict[int, list[str]]) -> Section:
+                    references: dict[int, list[str]], *, section_id: str = "captions",
+                    title: str = "Captions") -> Section:
     """The first ``cfg.report_images`` images of the split with caption, references, attention, semantic check."""
     shown = sorted(predictions)[: cfg.report_images]
     table = pq.read_table(PreparedDir(prepared).images, columns=["image_id", "path"]).to_pydict()
@@ -81,7 +83,7 @@ def caption_section(cfg: Any, prepared: Path, predictions_dir: Path, predictions
             else "no attention (Show and Tell)")
     intro = f'<p class="note">{len(shown)} of {len(predictions)} {cfg.split} images; generated caption in bold, ' \
             f"references below; {what}.</p>"
-    return Section("captions", "Captions", intro + "".join(rows))
+    return Section(section_id, title, intro + "".join(rows))
 
 
 def evaluate(evaluation: Evaluation) -> tuple[dict, list[Section]]:
@@ -93,4 +95,15 @@ def evaluate(evaluation: Evaluation) -> tuple[dict, list[Section]]:
     return metrics, [caption_section(cfg, prepared, predictions_dir, predictions, references)]
 
 
-__all__ = ["caption_metrics", "caption_section", "evaluate", "read_predictions", "read_references"]
+def evaluate_finetuned(evaluation: Evaluation) -> tuple[dict, list[Section]]:
+    """:func:`evaluate` for the SCST-fine-tuned captioner: the same metrics, its own report section."""
+    cfg, prepared, predictions_dir = evaluation.cfg, evaluation.prepared, evaluation.outputs["predictions"]
+    predictions = read_predictions(predictions_dir / f"{cfg.split}.json")
+    references = read_references(prepared, cfg.split)
+    metrics = caption_metrics(cfg, predictions, references, prepared)
+    return metrics, [caption_section(cfg, prepared, predictions_dir, predictions, references,
+                                     section_id="captions_scst", title="Captions after SCST fine-tuning")]
+
+
+__all__ = ["caption_metrics", "caption_section", "evaluate", "evaluate_finetuned", "read_predictions",
+           "read_references"]

@@ -59,27 +59,36 @@ def tags(inputs: Mapping[str, Path], version: Mapping[str, str]) -> dict[str, st
 
 def export(cfg: Any, state: dict[str, Any], trained: Trained) -> dict[str, Any]:
     """Write the best model's folder and the val/test predictions; return the training summary."""
+    metrics: dict[str, Any] = {"best_epoch": state["best_epoch"], "epochs_run": len(state["history"]),
+                               "train_seconds": round(trained.seconds, 1), "beam_size": cfg.decode.beam_size}
+    extra = {"best_epoch": state["best_epoch"], "best_val_cider": state["best_cider"], "ray_run": trained.run_name}
+    return write_outputs(cfg.decode, state, trained, extra, metrics)
+
+
+def write_outputs(decode: Any, state: dict[str, Any], trained: Trained, extra: dict[str, Any],
+                  metrics: dict[str, Any]) -> dict[str, Any]:
+    """The model folder of ``state["best_model"]`` (with the features' record and ``extra``) and its val/test
+    predictions (beam search as ``decode`` says); returns ``metrics`` with the test BLEU/CIDEr-D and, on
+    synthetic data, the scene scores. Shared by the cross-entropy and the SCST captioner."""
     prepared, features = trained.inputs["prepared"], trained.inputs["features"]
     meta = read_meta(features)
     model_cfg = CaptionerConfig.from_dict(state["model_config"])
     model = build_model(model_cfg)
     model.load_state_dict(state["best_model"])
     data = load_caption_data(features, prepared)
-    extra = {"features": {k: meta.get(k) for k in FEATURE_RECORD}, "best_epoch": state["best_epoch"],
-             "best_val_cider": state["best_cider"], "ray_run": trained.run_name}
+    extra = {"features": {k: meta.get(k) for k in FEATURE_RECORD}, **extra}
     with atomic_dir(trained.outputs["model"]) as tmp:
         save_model_dir(tmp, model, model_cfg, data.vocab, extra)
 
-    metrics: dict[str, Any] = {"best_epoch": state["best_epoch"], "epochs_run": len(state["history"]),
-                               "train_seconds": round(trained.seconds, 1), "beam_size": cfg.decode.beam_size}
+    metrics = dict(metrics)
     scenes_file = PreparedDir(prepared).scenes
     scenes = read_scenes(scenes_file) if scenes_file.exists() else None
     with atomic_dir(trained.outputs["predictions"]) as tmp:
         for split in ("val", "test"):
             if split not in data.splits:
                 continue
-            preds, attention = decode_split(model, data, data.splits[split], beam_size=cfg.decode.beam_size,
-                                            length_penalty=cfg.decode.length_penalty)
+            preds, attention = decode_split(model, data, data.splits[split], beam_size=decode.beam_size,
+                                            length_penalty=decode.length_penalty)
             results = [{"image_id": i, "caption": c} for i, c in sorted(preds.items())]
             (tmp / f"{split}.json").write_text(json.dumps(results, indent=1) + "\n")
             if attention:

@@ -65,9 +65,11 @@ def entropy_bonus(logits: Tensor, mask: Tensor) -> Tensor:
     """Mean per-token entropy of the sampling distributions over the masked steps (an optional guard).
 
     Args:
-        logits: ``(N, T, V)`` the decoder's logits at each sampled step.
+        logits: ``(N, T, V)`` the decoder's logits at each sampled step; ``-inf`` for banned ids
+            (they have probability 0 and add nothing, nor a NaN gradient).
         mask: ``(N, T)`` as for :func:`policy_loss`.
     """
     logp = torch.log_softmax(logits.float(), dim=-1)
-    entropy = -(logp.exp() * logp).sum(dim=-1)  # (N, T)
+    finite_logp = logp.masked_fill(torch.isinf(logp), 0.0)  # 0 * -inf would be NaN, in the value and the gradient
+    entropy = -(logp.exp() * finite_logp).sum(dim=-1)  # (N, T)
     return (entropy * mask).sum() / mask.sum().clamp_min(1)

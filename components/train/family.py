@@ -5,10 +5,11 @@ A family (the captioner, the VAE, the GAN, any later one) exports one
 stage (``python -m pipelines.train --family NAME``), the sweep and the CLI
 read the spec and never branch on a family's name:
 
-1. the stage's config is the ``train_<name>`` group of ``params.yaml`` (its
-   class is registered beside the spec, :mod:`components.families`), with at
-   least ``model``, ``train`` (``threads_per_worker``, ``epochs``) and
-   ``scaling`` (:class:`components.train.config.ScalingParams`);
+1. the stage's config is the ``train_<name>`` group of ``params.yaml`` (or the
+   stage its registry entry names; its class is registered beside the spec,
+   :mod:`components.families`), with at least ``train`` (``threads_per_worker``,
+   ``epochs``) and ``scaling`` (:class:`components.train.config.ScalingParams`),
+   and ``model`` when the family builds its model from params;
 2. ``data_version(inputs)`` hashes the input folders; with the loop's code and
    the params it names the Ray run (:func:`~components.train.ray_trainer.stable_run_name`),
    so only an identical run resumes;
@@ -143,8 +144,11 @@ class Family:
 
     @property
     def stage(self) -> str:
-        """The training stage and its ``params.yaml`` group: ``train_<name>``."""
-        return f"train_{self.name}"
+        """The training stage and its ``params.yaml`` group: ``train_<name>`` unless the family's
+        registry entry names another (:func:`components.families.stage_of`)."""
+        from components import families
+
+        return families.stage_of(self.name)
 
     def run_tags(self, inputs: Mapping[str, Path], version: Mapping[str, str]) -> dict[str, str]:
         """The stage run's MLflow tags (:attr:`tags`, else the data version)."""

@@ -67,13 +67,14 @@ def test_dvc_repro_runs_prepare(smoke_repo):
     first = _run(["dvc", "repro"], smoke_repo)
     # a console a person can read: each stage's start and end, one line per epoch, no Ray noise
     console = first.stdout + first.stderr
-    for stage in ("prepare", "features", "train_captioner", "train_vae", "train_gan", "train_imagine", "evaluate",
-                  "register"):
+    for stage in ("prepare", "features", "train_captioner", "finetune_captioner", "train_vae", "train_gan",
+                  "train_imagine", "evaluate", "register"):
         assert f"capsynth {stage}: started" in console and f"capsynth {stage}: done in" in console, stage
     params = YAML(typ="safe").load(smoke_repo / "params.yaml")
-    for stage in ("train_captioner", "train_vae", "train_gan", "train_imagine"):
+    for stage, summary in {"train_captioner": "train_captioner", "finetune_captioner": "train_scst",
+                           "train_vae": "train_vae", "train_gan": "train_gan", "train_imagine": "train_imagine"}.items():
         planned = params[stage]["train"]["epochs"]
-        ran = json.loads((smoke_repo / "metrics" / f"{stage}.json").read_text())["epochs_run"]
+        ran = json.loads((smoke_repo / "metrics" / f"{summary}.json").read_text())["epochs_run"]
         lines = [line for line in console.splitlines() if f"{stage}  epoch " in line]
         assert len(lines) == ran and f"epoch {ran:>3}/{planned}" in lines[-1], (stage, lines)
     assert "Failed to query Ray Train Controller" not in console
@@ -112,23 +113,28 @@ def test_repro_groups_its_stage_runs_and_registers_every_family(smoke_repo):
     runs = client.search_runs([experiment])
     [parent] = [r for r in runs if r.data.tags["capsynth.stage"] == "pipeline"]
     stages = {r.data.tags["capsynth.stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert {"prepare", "features", "train_captioner", "train_vae", "train_gan", "train_imagine", "evaluate",
-            "register"} <= stages
+    assert {"prepare", "features", "train_captioner", "finetune_captioner", "train_vae", "train_gan", "train_imagine",
+            "evaluate", "register"} <= stages
     for kind in ("captioner", "vae", "gan", "imagine"):
         name = f"capsynth-{kind}"
         version = client.get_model_version(name, report[kind]["version"])
-        assert version.aliases and set(version.aliases) <= {"champion", "challenger"}
-    assert client.get_model_version_by_alias("capsynth-captioner", "champion").version is not None
+        assert version.aliases or kind == "captioner"  # the SCST model may have taken the captioner's champion
+        assert set(version.aliases) <= {"champion", "challenger"}
+    # the SCST-fine-tuned model is a version of the captioner's registered model, judged against it
+    assert report["scst"]["name"] == "capsynth-captioner" and report["scst"]["version"] != report["captioner"]["version"]
+    champion = client.get_model_version_by_alias("capsynth-captioner", "champion").version
+    assert champion in (report["captioner"]["version"], report["scst"]["version"])
     # each stage run names the DVC-tracked data it read, with dvc.lock's digest (the runs table's Dataset column)
     lock = YAML(typ="safe").load(smoke_repo / "dvc.lock")["stages"]
     digest = {o["path"]: o["md5"].removesuffix(".dir") for entry in lock.values() for o in entry.get("outs", [])}
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     for stage, want in {"features": {"data/prepared"}, "train_captioner": {"data/prepared", "data/features"},
+                        "finetune_captioner": {"data/prepared", "data/features", "models/captioner"},
                         "train_vae": {"data/prepared"}}.items():
         [run] = [r for r in children if r.data.tags["capsynth.stage"] == stage]
         got = {d.dataset.name: d.dataset.digest for d in client.get_run(run.info.run_id).inputs.dataset_inputs}
         assert set(got) == want and all(got[p] == digest[p] for p in want), (stage, got)
-        if stage.startswith("train_"):  # Ray Train's full logs, which the console leaves out
+        if stage.startswith(("train_", "finetune_")):  # Ray Train's full logs, which the console leaves out
             assert client.list_artifacts(run.info.run_id, "logs/ray_train"), stage
 
 
@@ -136,7 +142,9 @@ def test_evaluate_writes_metrics_report_and_plots(smoke_repo):
     if not (smoke_repo / "reports" / "index.html").exists():
         _run(["dvc", "repro"], smoke_repo)
     metrics = {m: json.loads((smoke_repo / "metrics" / f"{m}.json").read_text())
-               for m in ("captioner", "vae", "gan", "imagine")}
+               for m in ("captioner", "scst", "vae", "gan", "imagine")}
+    # the fine-tuned captioner is scored as the cross-entropy one
+    assert set(metrics["scst"]) == set(metrics["captioner"]) and metrics["scst"]["n_images"] > 0
     cap, vae, gan, imagine = metrics["captioner"], metrics["vae"], metrics["gan"], metrics["imagine"]
     for key in ("bleu_1", "bleu_4", "rouge_l", "cider", "exact_scene_accuracy", "object_f1", "relation_f1"):
         assert isinstance(cap[key], float), key
@@ -154,9 +162,11 @@ def test_evaluate_writes_metrics_report_and_plots(smoke_repo):
     for key in ("object_f1", "relation_f1", "exact_scene_accuracy", "ceiling_object_f1", "diversity", "fid"):
         assert isinstance(imagine[key], float), key
     page = (smoke_repo / "reports" / "index.html").read_text()
-    assert all(f'<section id="{s}">' in page for s in ("metrics", "captions", "samples", "interpolations", "imagine"))
+    assert all(f'<section id="{s}">' in page
+               for s in ("metrics", "captions", "captions_scst", "samples", "interpolations", "imagine"))
     # the training summaries keep their own files
-    assert all((smoke_repo / "metrics" / f"train_{m}.json").is_file() for m in ("captioner", "vae", "gan", "imagine"))
+    assert all((smoke_repo / "metrics" / f"train_{m}.json").is_file()
+               for m in ("captioner", "scst", "vae", "gan", "imagine"))
     shown = _run(["dvc", "metrics", "show"], smoke_repo).stdout
     assert all(f"metrics/{m}.json" in shown for m in ("captioner", "vae", "gan", "imagine")) and "cider" in shown
     _run(["dvc", "plots", "show", "-o", "dvc_plots"], smoke_repo)

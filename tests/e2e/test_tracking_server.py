@@ -33,7 +33,8 @@ from tests.servers import stop_group, wait_for_http
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SERVER_START_S = 240  # `mlflow server` creates its tables in PostgreSQL on the first start, on 2 busy cores
-STAGES = ("prepare", "features", "train_captioner", "train_vae", "train_gan", "train_imagine", "evaluate", "register")
+STAGES = ("prepare", "features", "train_captioner", "finetune_captioner", "train_vae", "train_gan", "train_imagine",
+          "evaluate", "register")
 FAMILIES = ("captioner", "vae", "gan", "imagine")
 DB = "mlflow"
 
