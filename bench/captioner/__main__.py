@@ -5,6 +5,8 @@
     .venv/bin/python -m bench.captioner beam                # (b) batched beam search vs one image at a time
     .venv/bin/python -m bench.captioner beam --precision fp32   # (b) the same in float32
     .venv/bin/python -m bench.captioner step                # (d) one train step, fp32 vs bf16 autocast
+    .venv/bin/python -m bench.captioner scst                # (e) SCST sampled captions/s vs cross-entropy captions/s
+    .venv/bin/python -m bench.captioner rewards             # (f) SCST rewards and baselines over seeds: test scores
 
 (a) Both sides run ``fit_captioner`` on the same generated data and params:
 once in this process through a ``LocalSession``, once under ``TorchTrainer``
@@ -34,6 +36,25 @@ Each side decodes untimed first (one batch; two images: kernel set-up), then
 the two alternate over ``--rounds`` (3); prints both times of each round, the
 median speed-up and how many captions differ between the two (expected: none,
 in either precision).
+
+(e) ``scst``: the demo's trained model (``models/captioner``, with its
+``data/prepared`` and ``data/features``: run ``dvc repro train_captioner``
+first) and ``params.yaml``'s ``finetune_captioner.train``. One side is
+:func:`~components.captioning.finetune.scst_step` on batches of training images
+(``batch_size`` images x ``samples_per_image`` samples: sampling with
+log-probabilities, the rewards, the baseline, the backward pass and the
+update), the other :func:`~components.captioning.train.train_step` on batches
+of 32 of those images' reference captions, both from copies of the same model
+in the same precision. They alternate over ``--rounds``; prints captions/s of
+each (sampled captions for SCST) and the median ratio.
+
+(f) ``rewards``: the same inputs; for each ``--settings`` entry
+(``reward:baseline``) and each of ``--seeds``, ``fit_scst`` in this process
+with ``params.yaml``'s ``finetune_captioner.train`` (reward, baseline and seed
+replaced), then the kept model's test captions with the stage's beam search:
+names-all-objects, relation F1, exact-scene accuracy, CIDEr-D and BLEU-4, as
+mean ± std over the seeds, beside the cross-entropy model's (one model: the
+seeds vary the fine-tuning's samples, not the model it starts from).
 """
 
 from __future__ import annotations
@@ -249,6 +270,134 @@ def bench_beam(args: argparse.Namespace) -> None:
           f"{', '.join(f'{x:.1f}' for x in ratios)}; target >= 20x); captions that differ: {differ}")
 
 
+def bench_scst(args: argparse.Namespace) -> None:
+    import copy
+
+    from components.captioning.data import load_caption_data
+    from components.captioning.finetune import build_reward, reward_data, scst_step
+    from components.captioning.io import load_model_dir
+    from components.captioning.train import CaptionDataset, collate_captions, train_step
+    from components.data.folders import PreparedDir
+    from components.data.synthetic import read_scenes
+    from components.train.precision import autocast_dtype
+    from pipelines.config import load_params
+
+    missing = [p for p in (args.model, args.prepared, args.features) if not Path(p).exists()]
+    if missing:
+        raise SystemExit(f"bench.captioner scst: {', '.join(missing)} not found: run `dvc repro train_captioner` "
+                         "first (or name them with --model, --prepared, --features)")
+    torch.set_num_threads(args.threads)
+    cfg = load_params(args.params).finetune_captioner.train
+    data = load_caption_data(args.features, args.prepared)
+    scenes_file = PreparedDir(args.prepared).scenes
+    scenes = read_scenes(scenes_file) if scenes_file.exists() else None
+    split = data.splits["train"]
+    reward = build_reward(cfg, reward_data(split, scenes))
+    amp = autocast_dtype(cfg.precision, "cpu")
+    base = load_model_dir(args.model).model
+    max_length = cfg.max_length or data.vocab.max_caption_length + 1
+    rng = np.random.default_rng(0)
+    images = rng.permutation(len(split.image_ids))[: cfg.batch_size * args.steps]
+    captions = CaptionDataset(data.features.grid, data.features.pooled, split.caption_rows, split.token_ids)
+    chosen = set(split.image_rows[images].tolist())
+    caption_idx = [i for i, row in enumerate(split.caption_rows.tolist()) if row in chosen][: 32 * args.steps]
+
+    def scst_side() -> float:
+        from components.captioning.finetune import SamplingPolicy
+
+        policy = SamplingPolicy(copy.deepcopy(base)).eval()
+        optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+        generator = torch.Generator().manual_seed(0)
+        t0, n = time.perf_counter(), 0
+        for start in range(0, len(images), cfg.batch_size):
+            rows = images[start : start + cfg.batch_size]
+            grid = torch.from_numpy(np.asarray(data.features.grid[split.image_rows[rows]], dtype=np.float32))
+            pooled = torch.from_numpy(np.asarray(data.features.pooled[split.image_rows[rows]], dtype=np.float32))
+            scst_step(policy, grid, pooled, split.image_ids[rows], data=data, reward=reward, cfg=cfg,
+                      optimizer=optimizer, max_length=max_length, generator=generator, amp=amp)
+            n += len(rows) * cfg.samples_per_image
+        return n / (time.perf_counter() - t0)
+
+    def ce_side() -> float:
+        model = copy.deepcopy(base)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        t0, n = time.perf_counter(), 0
+        for start in range(0, len(caption_idx), 32):
+            batch = collate_captions(captions.__getitems__(caption_idx[start : start + 32]))
+            train_step(model, batch, optimizer, grad_clip=5.0, autocast_dtype=amp)
+            n += batch.tokens.shape[0]
+        return n / (time.perf_counter() - t0)
+
+    print(f"model {args.model}, {args.steps} steps a side: SCST {cfg.batch_size} images x {cfg.samples_per_image} "
+          f"samples (reward {cfg.reward}, baseline {cfg.baseline}), cross-entropy 32 captions; precision "
+          f"{cfg.precision} ({'bf16' if amp is not None else 'fp32'}), {args.threads} threads")
+    ratios = []
+    for r in range(args.rounds):
+        sampled, ce = scst_side(), ce_side()
+        ratios.append(sampled / ce)
+        print(f"round {r + 1}/{args.rounds}: SCST {sampled:7.1f} sampled captions/s, cross-entropy {ce:7.1f} "
+              f"captions/s: {ratios[-1]:.2f}")
+    print(f"ratio SCST sampled / cross-entropy captions/s: {statistics.median(ratios):.2f} (median of {args.rounds}: "
+          f"{', '.join(f'{x:.2f}' for x in ratios)})")
+
+
+def bench_rewards(args: argparse.Namespace) -> None:
+    from components.captioning.data import load_caption_data
+    from components.captioning.finetune import fit_scst
+    from components.captioning.fit import decode_split
+    from components.captioning.io import load_model_dir
+    from components.captioning.models import CaptionerConfig, build_model
+    from components.data.folders import PreparedDir
+    from components.data.synthetic import read_scenes
+    from components.metrics.captions import quick_scores
+    from components.metrics.semantic import scene_accuracy
+    from components.train.session import LocalSession
+    from pipelines.config import load_params
+
+    params = load_params(args.params).finetune_captioner
+    data = load_caption_data(args.features, args.prepared)
+    scenes = read_scenes(PreparedDir(args.prepared).scenes)
+    test = data.splits["test"]
+    keys = ("names_all_objects", "relation_f1", "exact_scene_accuracy", "cider", "bleu_4")
+
+    def scores(model) -> dict[str, float]:
+        captions, _ = decode_split(model, data, test, beam_size=params.decode.beam_size,
+                                   length_penalty=params.decode.length_penalty)
+        found = {**quick_scores(captions, test.references), **scene_accuracy(captions, scenes)}
+        return {k: found[k] for k in keys}
+
+    def row(name: str, runs: list[dict[str, float]], seconds: float) -> str:
+        cells = []
+        for k in keys:
+            values = [r[k] for r in runs]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):.4f} ± {std:.4f}")
+        return f"| {name} | " + " | ".join(cells) + f" | {seconds:.0f} |"
+
+    print(f"test split: {len(test.image_ids)} images; seeds {args.seeds}; finetune_captioner.train otherwise as in "
+          f"{args.params} (epochs {params.train.epochs}, lr {params.train.lr}, K {params.train.samples_per_image})")
+    header = "| setting | names all objects | relation F1 | exact scene | CIDEr-D | BLEU-4 | s per run |"
+    lines = [header, "|" + "---|" * 7, row("cross-entropy model", [scores(load_model_dir(args.model).model)], 0)]
+    print(lines[-1], flush=True)
+    for setting in args.settings:
+        reward, _, baseline = setting.partition(":")
+        runs, seconds = [], []
+        for seed in args.seeds:
+            cfg = dataclasses.replace(params.train, reward=reward, baseline=baseline or params.train.baseline,
+                                      seed=seed, threads_per_worker=args.threads)
+            t0 = time.perf_counter()
+            state = fit_scst(LocalSession(), data=data, captioner_dir=args.model, cfg=cfg, scenes=scenes)
+            seconds.append(time.perf_counter() - t0)
+            model = build_model(CaptionerConfig.from_dict(state["model_config"]))
+            model.load_state_dict(state["best_model"])
+            runs.append(scores(model.eval()))
+            print(f"  {setting} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in runs[-1].items())
+                  + f" (best epoch {state['best_epoch']}, {seconds[-1]:.0f} s)", flush=True)
+        lines.append(row(f"{reward}, baseline {baseline or params.train.baseline}", runs, statistics.mean(seconds)))
+        print(lines[-1], flush=True)
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="which", required=True)
@@ -280,6 +429,25 @@ def main() -> None:
     beam.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                       help="both sides: auto = bf16 autocast on CPUs with AMX / AVX-512 BF16, else float32")
     beam.set_defaults(fn=bench_beam)
+    scst = sub.add_parser("scst", help="(e) SCST sampled captions/s vs cross-entropy captions/s, same model")
+    scst.add_argument("--params", default="params.yaml", help="finetune_captioner.train: batch, K, reward, precision")
+    scst.add_argument("--model", default="models/captioner")
+    scst.add_argument("--prepared", default="data/prepared")
+    scst.add_argument("--features", default="data/features")
+    scst.add_argument("--steps", type=int, default=20, help="steps a side per round")
+    scst.add_argument("--rounds", type=int, default=3)
+    scst.add_argument("--threads", type=int, default=2)
+    scst.set_defaults(fn=bench_scst)
+    rewards = sub.add_parser("rewards", help="(f) SCST rewards and baselines over seeds: test scores, mean ± std")
+    rewards.add_argument("--params", default="params.yaml")
+    rewards.add_argument("--model", default="models/captioner")
+    rewards.add_argument("--prepared", default="data/prepared")
+    rewards.add_argument("--features", default="data/features")
+    rewards.add_argument("--settings", nargs="+", default=["cider_d:mean", "scene:mean", "mix:mean", "mix:greedy"],
+                         help="reward:baseline pairs")
+    rewards.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    rewards.add_argument("--threads", type=int, default=2)
+    rewards.set_defaults(fn=bench_rewards)
     args = parser.parse_args()
     args.fn(args)
 
