@@ -13,10 +13,13 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup postgres demo test test-fast smoke compare profile mlflow-ui clean
 
+# pip -qq: errors only (a machine's pip configuration may add a warning per package; the build
+# backend's notes on editable installs are not the user's business)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@echo "setting up $(VENV): pip install -c constraints.txt -e '.[dev]' (once; a few minutes)"
+	@$(PY) -m pip install --quiet --quiet --upgrade pip
+	@$(PY) -m pip install --quiet --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -28,6 +28,30 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 START_ATTEMPTS = 3  # a local instance that fails to start (a port race) is started again
+# Ray's own advisories that repeat, with a traceback each, while the machine is busy and are "safe to
+# ignore" in Ray's words: kept below ERROR out of every Ray process's logging (quiet_ray_logs). Ray Train's
+# controller logs "Failed to send resource request ..." when its autoscaling coordinator is slow to
+# answer (5 s) on 2 loaded cores: a fixed-size local run has nothing to scale.
+QUIETED_LOGGERS = ("ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client",)
+
+
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+def quiet_ray_logs() -> None:
+    """Drop the records below ERROR of :data:`QUIETED_LOGGERS` in this process (idempotent).
+
+    The local instance's ``worker_process_setup_hook``: it runs in every Ray worker process, the
+    Train controller's included, before any code of theirs. A filter, not a level: Ray Train
+    configures its loggers with ``logging.config.dictConfig``, which resets the level of every
+    logger under ``ray.train`` but keeps their filters.
+    """
+    for name in QUIETED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _BelowError) for f in logger.filters):
+            logger.addFilter(_BelowError())
 
 
 def init_ray(*, num_cpus: int | None = None, dashboard: bool = True) -> None:
@@ -69,7 +93,8 @@ def init_ray(*, num_cpus: int | None = None, dashboard: bool = True) -> None:
                 dashboard_host="127.0.0.1",
                 dashboard_port=port,
                 log_to_driver=True,
-                runtime_env={"env_vars": env},
+                runtime_env={"env_vars": env,
+                             "worker_process_setup_hook": f"{quiet_ray_logs.__module__}.quiet_ray_logs"},
             )
             return
         except Exception as err:  # noqa: BLE001 - retried, then raised as it is
@@ -108,4 +133,4 @@ def cluster_resources() -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
-__all__ = ["init_ray", "cluster_resources", "free_port"]
+__all__ = ["QUIETED_LOGGERS", "cluster_resources", "free_port", "init_ray", "quiet_ray_logs"]

@@ -68,3 +68,47 @@ def test_a_local_ray_start_that_loses_a_port_race_is_retried_with_another_port(m
     monkeypatch.setattr(ray_adapter, "free_port", lambda: next(ports))
     ray_adapter.init_ray(num_cpus=1)
     assert calls == [41001, 41002] and shutdowns == [1]
+
+
+def test_ray_train_advisories_stay_out_of_the_console_even_after_ray_train_configures_its_loggers(monkeypatch):
+    """The setup hook of every Ray worker process filters Ray Train's 'resource request' advisory below ERROR;
+    Ray Train's own dictConfig of ``ray.train`` (which resets child loggers' levels) keeps the filter."""
+    import logging
+    import logging.config
+
+    import ray
+
+    from components import ray_adapter
+
+    kwargs = {}
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: kwargs.update(kw))
+    ray_adapter.init_ray(num_cpus=1)
+    hook = kwargs["runtime_env"]["worker_process_setup_hook"]
+    assert hook == "components.ray_adapter.quiet_ray_logs"
+
+    [name] = ray_adapter.QUIETED_LOGGERS
+    logger = logging.getLogger(name)
+    seen: list[int] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.levelno)
+
+    parent = logging.getLogger("ray.train")
+    saved = (parent.level, parent.propagate, list(parent.handlers), logger.level, logger.propagate)
+    try:
+        ray_adapter.quiet_ray_logs()
+        ray_adapter.quiet_ray_logs()  # idempotent: one filter
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                                   "handlers": {"keep": {"()": Keep}},
+                                   "loggers": {"ray.train": {"level": "DEBUG", "handlers": ["keep"],
+                                                             "propagate": False}}})
+        logger.warning("Failed to send resource request")
+        logger.error("a real error")
+        assert seen == [logging.ERROR]
+        assert len(logger.filters) == 1
+    finally:
+        logger.filters.clear()
+        parent.level, parent.propagate, parent.handlers, logger.level, logger.propagate = saved
