@@ -122,7 +122,7 @@ def test_repro_groups_its_stage_runs_and_registers_every_family(smoke_repo):
         assert set(version.aliases) <= {"champion", "challenger"}
     # the SCST-fine-tuned model is a version of the captioner's registered model, judged against it
     assert report["scst"]["name"] == "capsynth-captioner" and report["scst"]["version"] != report["captioner"]["version"]
-    champion = client.get_model_version_by_alias("capsynth-captioner", "champion").version
+    champion = str(client.get_model_version_by_alias("capsynth-captioner", "champion").version)
     assert champion in (report["captioner"]["version"], report["scst"]["version"])
     # each stage run names the DVC-tracked data it read, with dvc.lock's digest (the runs table's Dataset column)
     lock = YAML(typ="safe").load(smoke_repo / "dvc.lock")["stages"]
