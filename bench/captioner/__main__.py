@@ -275,6 +275,7 @@ def bench_scst(args: argparse.Namespace) -> None:
 
     from components.captioning.data import load_caption_data
     from components.captioning.finetune import build_reward, reward_data, scst_step
+    from components.captioning.fit import image_features
     from components.captioning.io import load_model_dir
     from components.captioning.train import CaptionDataset, collate_captions, train_step
     from components.data.folders import PreparedDir
@@ -311,8 +312,7 @@ def bench_scst(args: argparse.Namespace) -> None:
         t0, n = time.perf_counter(), 0
         for start in range(0, len(images), cfg.batch_size):
             rows = images[start : start + cfg.batch_size]
-            grid = torch.from_numpy(np.asarray(data.features.grid[split.image_rows[rows]], dtype=np.float32))
-            pooled = torch.from_numpy(np.asarray(data.features.pooled[split.image_rows[rows]], dtype=np.float32))
+            grid, pooled = image_features(data, split.image_rows[rows])
             scst_step(policy, grid, pooled, split.image_ids[rows], data=data, reward=reward, cfg=cfg,
                       optimizer=optimizer, max_length=max_length, generator=generator, amp=amp)
             n += len(rows) * cfg.samples_per_image

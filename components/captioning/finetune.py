@@ -43,7 +43,7 @@ from components.captioning import rewards, scst
 from components.captioning.config import SCSTTrainParams
 from components.captioning.data import CaptionData, SplitCaptions, load_caption_data
 from components.captioning.decoding import SampleResult, greedy_decode, sample_captions
-from components.captioning.fit import decode_split
+from components.captioning.fit import decode_split, image_features
 from components.captioning.io import load_model_dir
 from components.captioning.models import CaptionModel
 from components.data.folders import PreparedDir
@@ -89,12 +89,6 @@ def build_reward(cfg: SCSTTrainParams, data: rewards.RewardData) -> rewards.Rewa
     """The reward ``cfg.reward`` over ``data`` (``mix`` gets its weight and CIDEr scale)."""
     options = {"weight": cfg.mix_weight, "cider_scale": cfg.cider_scale} if cfg.reward == "mix" else {}
     return rewards.build(cfg.reward, data, **options)
-
-
-def _features(data: CaptionData, rows: np.ndarray, device: torch.device) -> tuple[Tensor, Tensor]:
-    grid = torch.from_numpy(np.asarray(data.features.grid[rows], dtype=np.float32)).to(device)  # (B, P, C)
-    pooled = torch.from_numpy(np.asarray(data.features.pooled[rows], dtype=np.float32)).to(device)  # (B, C)
-    return grid, pooled
 
 
 def _words(data: CaptionData, token_lists: list[list[int]]) -> list[list[str]]:
@@ -238,7 +232,7 @@ def fit_scst(
         steps = 0
         for first in range(0, len(order), cfg.batch_size):
             chosen = order[first : first + cfg.batch_size]
-            grid, pooled = _features(data, train_split.image_rows[chosen], device)
+            grid, pooled = image_features(data, train_split.image_rows[chosen], device)
             out = scst_step(policy, grid, pooled, train_split.image_ids[chosen], data=data, reward=reward, cfg=cfg,
                             optimizer=optimizer, max_length=max_length, generator=generator, amp=amp)
             guard({"loss": out["loss"]}, step=steps, epoch=epoch, last_good_epoch=state["epoch"])

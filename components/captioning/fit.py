@@ -68,7 +68,9 @@ def _loader(split: SplitCaptions, data: CaptionData, batch_size: int, *, shuffle
     )
 
 
-def _features(data: CaptionData, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def image_features(data: CaptionData, rows: np.ndarray, device: torch.device | str = "cpu"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 ``(B, P, C)`` grids and ``(B, C)`` pooled features of feature rows ``rows``, on ``device``."""
     grid = torch.from_numpy(np.asarray(data.features.grid[rows], dtype=np.float32)).to(device)  # (B, P, C)
     pooled = torch.from_numpy(np.asarray(data.features.pooled[rows], dtype=np.float32)).to(device)  # (B, C)
     return grid, pooled
@@ -91,7 +93,7 @@ def decode_split(model: torch.nn.Module, data: CaptionData, split: SplitCaptions
     attention: dict[int, np.ndarray] = {}
     for start in range(0, len(split.image_ids), batch_size):
         ids = split.image_ids[start : start + batch_size]
-        grid, pooled = _features(data, split.image_rows[start : start + batch_size], device)
+        grid, pooled = image_features(data, split.image_rows[start : start + batch_size], device)
         if beam_size > 1:
             result = beam_search(model, grid, pooled, beam_size=beam_size, max_length=max_length,
                                  length_penalty=length_penalty)
@@ -236,5 +238,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                   storage_dir=config["storage_dir"], on_step=config.get("on_step"))
 
 
-__all__ = ["fit_captioner", "train_loop_per_worker",
-           "decode_split"]
+__all__ = ["decode_split", "fit_captioner", "image_features", "train_loop_per_worker"]
