@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from components.data.ptb import ptb_tokenize
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { border-bottom: 2px solid #444; } h2 { margin-top: 2em; border-bottom: 1px solid #bbb; }
@@ -126,7 +128,7 @@ def caption_row(image: np.ndarray, generated: str, references: Sequence[str], *,
     text = (f'<div><div class="generated">{html.escape(generated)}</div>'
             f'<ul class="refs">{refs}</ul>{notes}')
     if attention is not None:
-        words = generated.split()
+        words = ptb_tokenize(generated)  # the decoder's tokens again (man's -> man 's), one per attention step
         maps = [figure(heat_overlay(image, attention[t]), word, scale=2)
                 for t, word in enumerate(words[: len(attention)])]
         text += f'<div class="attn">{"".join(maps)}</div>'

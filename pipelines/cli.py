@@ -22,7 +22,8 @@ from pipelines import config
 # stage name -> (module with a `main(argv)`, leading args); imported lazily so `capsynth --help` is fast
 STAGES = {"prepare": ("pipelines.prepare", []), "features": ("pipelines.features", []),
           **{families.stage_of(name): ("pipelines.train", ["--family", name]) for name in families.names()},
-          "evaluate": ("pipelines.evaluate", []), "register": ("pipelines.register", [])}
+          "evaluate": ("pipelines.evaluate", []), "pascal50s": ("pipelines.pascal50s", []),
+          "register": ("pipelines.register", [])}
 # other commands with their own argument parser, dispatched the same way
 TOOLS = {"sample": ("pipelines.sample", "draw images from a VAE/GAN: sample --model DIR -n 64 --seed S OUT.png"),
          "caption": ("pipelines.caption", "caption image files: caption IMAGE... --model DIR|models:/NAME@ALIAS --beam-size K"),

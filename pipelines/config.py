@@ -52,6 +52,7 @@ class PrepareConfig:
     min_word_count: int
     max_caption_length: int
     num_workers: int
+    tokenizer: Literal["ptb", "simple"]
     synthetic: SyntheticConfig
     sources: tuple[AnnotationSource, ...]
     split_file: str
@@ -134,6 +135,22 @@ class EvaluateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class Pascal50sConfig:
+    """``pascal50s`` stage: caption metrics against Pascal-50S's human judgements (README §Evaluation)."""
+
+    dir: str  # the folder of pair_pascal.mat and consensus_pascal.mat (a DVC dep); neither file there: skipped
+    num_refs: int  # references per pair, drawn from its 48; 0: all
+    seed: int  # seed of the references' draw
+
+    def __post_init__(self) -> None:
+        if self.num_refs < 0:
+            raise ConfigError(f"pascal50s.num_refs must be >= 0 (0: all of a pair's references), got {self.num_refs}")
+        if not self.dir:
+            raise ConfigError("pascal50s.dir must name a folder (a dependency of the pascal50s stage in dvc.yaml); "
+                              "the default datasets/pascal50s is skipped while it holds no .mat file")
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchDim:
     """One dimension of a sweep's search space: ``choice`` of ``values``, or ``uniform`` /
     ``loguniform`` between ``low`` and ``high`` (the keys a type does not use may be left out)."""
@@ -180,6 +197,7 @@ def _params_class(registered: tuple[tuple[str, type], ...]) -> type:
     groups = [("prepare", PrepareConfig), ("features", FeaturesConfig),
               *((families.stage_of(name), params) for name, params in registered),
               ("evaluate", EvaluateConfig),
+              ("pascal50s", Pascal50sConfig),
               ("sweep", dict[str, SweepFamilyConfig])]  # family -> its search (``capsynth sweep <family>``)
     return dataclasses.make_dataclass("Params", groups, frozen=True, namespace={
         "__doc__": "All of ``params.yaml``: the fixed groups, and the training group of each model family "
@@ -190,8 +208,8 @@ def params_class() -> type:
     """The class of ``params.yaml`` for the model families registered now (:mod:`components.families`).
 
     Its fields: ``prepare``, ``features``, one ``train_<name>`` per family (of
-    the family's ``config`` class), ``evaluate`` and ``sweep`` (family name ->
-    its search).
+    the family's ``config`` class), ``evaluate``, ``pascal50s`` and ``sweep``
+    (family name -> its search).
     """
     return _params_class(tuple((name, families.config_of(name)) for name in families.names()))
 
@@ -260,12 +278,27 @@ def set_args(profile: str) -> list[str]:
 
 
 def set_arg(key: str, value: Any) -> str:
-    """One ``dvc exp run -S`` value, ``key=value``, in the YAML spelling DVC parses back."""
+    """One ``dvc exp run -S`` value, ``key=value``, in the Hydra override grammar DVC parses it with.
+
+    Lists and mappings nest (``prepare.sources=[{file:'/data/a.json',images_dir:'/data/a',split:'train'}]``);
+    strings inside them are quoted. Nothing adds a space, so the arguments survive the shell's word
+    splitting of ``dvc exp run $(capsynth profile NAME)`` as long as the values hold none.
+    """
+    return f"{key}={_override_value(value, nested=False)}"
+
+
+def _override_value(value: Any, *, nested: bool) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
-        value = "true" if value else "false"
-    elif isinstance(value, (list, tuple)):
-        value = "[" + ",".join(str(v) for v in value) + "]"
-    return f"{key}={value}"
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_override_value(v, nested=True) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_override_value(v, nested=True)}" for k, v in value.items()) + "}"
+    if isinstance(value, str) and nested:
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return str(value)
 
 
 def write_profile_params(params_path: str | os.PathLike, profile: str, out: str | os.PathLike) -> None:

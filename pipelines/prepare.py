@@ -20,6 +20,7 @@ from components.config import flatten, to_dict
 from components.data.folders import PreparedDir
 from components.data.loaders import load_dataset
 from components.data.prepare import prepare_dataset
+from components.data.ptb import default_cache_dir
 from components.data.sources import AnnotationSource
 from components.data.synthetic import write_synthetic_coco
 from components.io import atomic_dir, short_sha256, write_json
@@ -70,6 +71,8 @@ def run(cfg: PrepareConfig, out: Path, report_path: Path, *, progress: bool = Tr
             store_path=lambda p: _relative(str(out / Path(p).relative_to(tmp)))
             if Path(p).is_relative_to(tmp) else _relative(p),
             progress=progress,
+            tokenizer=cfg.tokenizer,
+            ptb_cache=default_cache_dir(),
         )
         report["params"] = {"dataset": cfg.dataset, "seed": cfg.seed}
     write_json(report_path, report)

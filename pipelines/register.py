@@ -14,6 +14,8 @@ champion's, else the version is the ``challenger``. A folder registered before
 (same hash) is found, not added again. ``--report`` says which version got
 which alias, and why. A missing model folder or metrics file is an error; a
 missing key metric is not (the version becomes a challenger, with the reason).
+``--families NAME ...`` registers only those (their options only), e.g.
+``--families captioner scst`` after a captioning recipe (README §Recipes).
 """
 
 from __future__ import annotations
@@ -70,15 +72,19 @@ def run(models: dict[str, Path], metrics_files: dict[str, Path], *, report: Path
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="hashed into the pipeline run id")
-    registered = registry.kinds()
-    for family in registered:
+    known = list(registry.kinds())
+    for p in (parser, pre := argparse.ArgumentParser(add_help=False)):  # as evaluate's --families
+        p.add_argument("--families", nargs="+", choices=known, default=known, metavar="NAME",
+                       help=f"register only these families (default: all of {', '.join(known)})")
+    names = pre.parse_known_args(argv)[0].families
+    for family in names:
         parser.add_argument(f"--{family}", type=Path, default=Path(f"models/{family}"), help="model folder")
         parser.add_argument(f"--{family}-metrics", type=Path, default=Path(f"metrics/{family}.json"),
                             help="its metrics JSON")
     parser.add_argument("--report", type=Path, default=Path("reports/register.json"))
     args = parser.parse_args(argv)
-    models = {family: getattr(args, family) for family in registered}
-    metrics_files = {family: getattr(args, f"{family}_metrics") for family in registered}
+    models = {family: getattr(args, family) for family in names}
+    metrics_files = {family: getattr(args, f"{family}_metrics") for family in names}
     run(models, metrics_files, report=args.report, params_file=args.params)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,8 @@ if str(REPO) not in sys.path:
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# the prepare stage's PTB token cache: a fresh folder per test session, not ~/.cache
+os.environ.setdefault("CAPSYNTH_PTB_CACHE", tempfile.mkdtemp(prefix="capsynth-ptb-test-"))
 
 
 @pytest.fixture

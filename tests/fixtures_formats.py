@@ -13,11 +13,14 @@ entries to write a variant (a bad annotation, a missing field...).
 * PASCAL-50S: ``pascal50S.mat`` (struct array ``train_sent_final`` with
   fields ``name``, an image URL, and ``sentences``, a cell array) and
   ``JPEGImages/``.
+* Pascal-50S judged pairs: ``pyCIDErConsensus/pair_pascal.mat`` (``new_input``,
+  ``category``, ``new_data``) and ``consensus_pascal.mat`` (``triplets``).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -296,3 +299,118 @@ def write_pascal50s(
             if isinstance(name, str) and name:
                 write_image(images_dir / name.rsplit("/", 1)[-1], seed=k)
     return AnnotationSource(file=str(file), images_dir=str(images_dir), split=split)
+
+
+# --- Pascal-50S judged pairs (pyCIDErConsensus/) ------------------------------
+
+PASCAL50S_DOG, PASCAL50S_PLANE = "2008_000032.jpg", "2008_000008.jpg"
+PASCAL50S_REFERENCES = {
+    PASCAL50S_DOG: ("a dog on a rug", "a brown dog sleeps", "the dog is sleeping", "a dog lies on the floor"),
+    PASCAL50S_PLANE: ("a plane on a runway", "a white airplane parked", "the plane is on the ground",
+                      "an airplane at the airport"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgedPairSpec:
+    """One pair of ``pair_pascal.mat`` and its triplets of ``consensus_pascal.mat``.
+
+    ``choices`` has one letter per triplet, the candidate its person chose
+    (``a`` or ``b``); the triplets' references are ``references`` in order
+    (one per triplet). ``swapped`` lists the triplets that store the
+    candidates as (B, C) = (b, a).
+    """
+
+    image: str
+    category: int  # 1 HC, 2 HI, 3 HM, 4 MM
+    a: str
+    b: str
+    choices: str
+    swapped: tuple[int, ...] = ()
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        return PASCAL50S_REFERENCES[self.image][:len(self.choices)]
+
+
+# 8 pairs, 2 per kind, 4 triplets each (the release: 4,000 pairs, 48 triplets each). The accuracies they
+# give are worked by hand in tests/unit/test_pascal50s.py.
+PASCAL50S_PAIRS: list[JudgedPairSpec] = [
+    JudgedPairSpec(PASCAL50S_DOG, 1, "A dog sleeps on a rug.", "a cat on a sofa", "aaab"),
+    JudgedPairSpec(PASCAL50S_DOG, 2, "a brown dog", "a plane on a runway", "aabb"),  # a human tie
+    JudgedPairSpec(PASCAL50S_DOG, 3, "A dog.", "a is on the", "aaaa"),
+    JudgedPairSpec(PASCAL50S_DOG, 4, "a brown dog", "on a the", "abbb"),
+    JudgedPairSpec(PASCAL50S_PLANE, 1, "a big bird in the sky", "a white airplane on the ground", "bbbb"),
+    JudgedPairSpec(PASCAL50S_PLANE, 2, "a plane on the runway", "a brown dog sleeps", "abbb", swapped=(1, 3)),
+    JudgedPairSpec(PASCAL50S_PLANE, 3, "The airplane is parked.", "a dog on a rug", "aaab"),
+    JudgedPairSpec(PASCAL50S_PLANE, 4, "two cats play", "red hot sun", "aaab"),
+]
+# new_data per category: the candidates' sources (1-5 a system, 6 a human caption of the image, 7 of another)
+PASCAL50S_SOURCES = {1: (6, 6), 2: (6, 7), 3: (6, 1), 4: (1, 2)}
+
+
+def _cell(text: Any) -> np.ndarray:
+    """A 1x1 MATLAB cell holding ``text``."""
+    cell = np.empty((1, 1), dtype=object)
+    cell[0, 0] = text
+    return cell
+
+
+def pascal50s_triplets(pairs: Sequence[JudgedPairSpec]) -> list[tuple[Any, Any, Any, Any]]:
+    """The ``(A, B, C, D)`` entries of ``triplets`` for ``pairs``: D is 1 when B was chosen, else -1.
+
+    The first triplet of each pair pads its sentences with a space (readers compare them stripped).
+    """
+    rows = []
+    for pair in pairs:
+        for j, (chosen, ref) in enumerate(zip(pair.choices, pair.references)):
+            first, second = (pair.b, pair.a) if j in pair.swapped else (pair.a, pair.b)
+            pad = " " if j == 0 else ""
+            picked = pair.a if chosen == "a" else pair.b
+            rows.append((ref + pad, first + pad, second, 1.0 if picked == first else -1.0))
+    return rows
+
+
+def write_pascal50s_consensus(
+    root: str | Path,
+    *,
+    pairs: Sequence[JudgedPairSpec] | None = None,
+    new_input: Sequence[tuple[Any, Any, Any]] | None = None,
+    category: Sequence[Any] | None = None,
+    new_data: Any = "derive",
+    triplets: Sequence[tuple[Any, Any, Any, Any]] | None = None,
+    omit: Sequence[str] = (),
+) -> Path:
+    """Write ``root/pyCIDErConsensus/pair_pascal.mat`` and ``consensus_pascal.mat`` (MATLAB v5).
+
+    The layout public readers index: ``new_input`` a 1xP struct array of three
+    char fields (image, A, B); ``category`` 1xP doubles; ``new_data`` Px2
+    doubles; ``triplets`` a 1x(P*K) struct array of fields A, B, C (1x1 cells
+    of char) and D (a double). Each variable comes from ``pairs`` unless given
+    raw (to write a bad file); ``new_data=None`` and ``omit`` leave variables out.
+
+    Returns:
+        The ``pyCIDErConsensus`` folder.
+    """
+    pairs = PASCAL50S_PAIRS if pairs is None else pairs
+    folder = Path(root) / "pyCIDErConsensus"
+    folder.mkdir(parents=True, exist_ok=True)
+    new_input = [(p.image, p.a, p.b) for p in pairs] if new_input is None else new_input
+    inputs = np.zeros((1, len(new_input)), dtype=[("vid", object), ("a", object), ("b", object)])
+    for i, entry in enumerate(new_input):
+        inputs[0, i] = entry
+    pair_vars: dict[str, Any] = {
+        "new_input": inputs,
+        "category": np.array([[p.category for p in pairs] if category is None else list(category)], dtype=float),
+    }
+    if isinstance(new_data, str):
+        new_data = np.array([PASCAL50S_SOURCES[p.category] for p in pairs], dtype=float)
+    if new_data is not None:
+        pair_vars["new_data"] = new_data
+    rows = pascal50s_triplets(pairs) if triplets is None else triplets
+    records = np.zeros((1, len(rows)), dtype=[("A", object), ("B", object), ("C", object), ("D", object)])
+    for j, (a, b, c, d) in enumerate(rows):
+        records[0, j] = (_cell(a), _cell(b), _cell(c), d)
+    for file, variables in (("pair_pascal.mat", pair_vars), ("consensus_pascal.mat", {"triplets": records})):
+        scipy.io.savemat(folder / file, {k: v for k, v in variables.items() if k not in omit})
+    return folder

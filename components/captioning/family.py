@@ -24,6 +24,7 @@ from components.captioning.fit import decode_split, train_loop_per_worker
 from components.captioning.io import save_model_dir
 from components.captioning.models import CaptionerConfig, build_model
 from components.data.folders import PreparedDir
+from components.data.ptb import detokenize
 from components.data.synthetic import read_scenes
 from components.features.store import FeaturesDir, read_meta
 from components.io import atomic_dir, short_sha256
@@ -89,7 +90,8 @@ def write_outputs(decode: Any, state: dict[str, Any], trained: Trained, extra: d
                 continue
             preds, attention = decode_split(model, data, data.splits[split], beam_size=decode.beam_size,
                                             length_penalty=decode.length_penalty)
-            results = [{"image_id": i, "caption": c} for i, c in sorted(preds.items())]
+            # the tokens joined back into text (man 's -> man's): what people and the evaluation read
+            results = [{"image_id": i, "caption": detokenize(c)} for i, c in sorted(preds.items())]
             (tmp / f"{split}.json").write_text(json.dumps(results, indent=1) + "\n")
             if attention:
                 np.savez_compressed(tmp / f"{split}_attention.npz",

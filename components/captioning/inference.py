@@ -19,6 +19,7 @@ from PIL import Image
 from components.captioning.decoding import beam_search, greedy_decode
 from components.captioning.io import load_model_dir
 from components.data.images import load_rgb
+from components.data.ptb import detokenize
 from components.features.backbones import get_spec
 from components.features.weights import load_backbone
 
@@ -73,7 +74,7 @@ class Captioner:
                                  length_penalty=self.length_penalty)
         else:
             result = greedy_decode(self.model, grid, pooled, max_length=max_length)
-        return [self.vocab.decode(tokens) for tokens in result.to_lists()]
+        return [detokenize(self.vocab.decode(tokens)) for tokens in result.to_lists()]  # man 's -> man's
 
 
 def caption_images(images: Sequence[str | os.PathLike], model_dir: str | os.PathLike, *,

@@ -11,8 +11,8 @@ corrupt or truncated image             ``on_bad_image``: skip and count, or fail
 image path outside ``images_dir``      ``on_bad_image``: skip and count, or fail
 grayscale / palette / CMYK / alpha     kept, converted to RGB when read; counted
 annotation naming an unknown image     skipped and counted (by the loader)
-caption empty after normalization      skipped and counted
-non-ASCII caption                      folded to ASCII (``text.to_ascii``); counted
+caption with no letter or digit        skipped and counted
+non-ASCII caption                      tokens folded to ASCII (``text.to_ascii``); counted
 caption longer than max length         cut to ``max_caption_length``; counted
 image left with no caption             skipped and counted
 =====================================  ==========================================
@@ -25,7 +25,14 @@ symlink inside ``images_dir`` pointing outside it are refused (skip kind
 ``outside_root``); a symlink whose target stays inside, or an ``images_dir``
 that is itself a symlink, is fine. URIs (``://``) are not checked.
 
-Nothing here writes outside ``out_dir``; the stage makes that folder atomic.
+Tokens (``tokenizer``): ``ptb`` (default) is pycocoevalcap's PTB tokenization,
+the one the caption metrics use (:mod:`components.data.ptb`: Java once per
+dataset and cached, else the pure-Python equivalent), each token then folded
+to ASCII; ``simple`` is the legacy normalizer :func:`text.tokenize`. On
+synthetic captions both give the same tokens. The report's ``tokenizer`` says
+which ran (``ptb_java``, ``ptb_python`` or ``simple``); the vocab records it too.
+
+Nothing here writes outside ``out_dir`` (and ``ptb_cache``); the stage makes that folder atomic.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from components.data import text
+from components.data import ptb, text
 from components.data.folders import PreparedDir
 from components.data.images import BadImageError, ImageInfo, inspect_image
 from components.data.schema import (
@@ -84,6 +91,20 @@ def check_inside_images_dir(image: SourceImage) -> None:
         )
 
 
+def tokenize_captions(captions: list[str], *, tokenizer: str = "ptb",
+                      ptb_cache: str | os.PathLike | None = None) -> tuple[list[list[str]], str]:
+    """Each caption's tokens and the tokenizer that made them (see the module docstring).
+
+    ``ptb``: :func:`ptb.tokenize_captions` (one Java call, cached; pure Python
+    without Java), each token folded to ASCII and split on any space left in it
+    (``5 1/2`` is one PTB token), empty ones dropped. ``simple``: :func:`text.tokenize`.
+    """
+    if tokenizer == "simple":
+        return [text.tokenize(c) for c in captions], "simple"
+    tokens, used = ptb.tokenize_captions(captions, cache_dir=ptb_cache)
+    return [ptb.fold_tokens(words) for words in tokens], used
+
+
 def _inspect_all(images: list[SourceImage], num_workers: int,
                  progress: bool) -> list[ImageInfo | BadImageError]:
     """Check every image's root, then decode it once, in threads (PIL releases the GIL)."""
@@ -110,6 +131,8 @@ def prepare_dataset(
     num_workers: int = 4,
     store_path: Callable[[str], str] = lambda p: p,
     progress: bool = True,
+    tokenizer: str = "ptb",
+    ptb_cache: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Validate ``source`` and write the images and captions tables and the vocab (:class:`PreparedDir`).
 
@@ -126,6 +149,9 @@ def prepare_dataset(
         store_path: Maps a loader path to the path written in the table
             (used when images were generated in a temporary folder).
         progress: Show progress bars.
+        tokenizer: ``"ptb"`` (the evaluation's PTB tokens, folded to ASCII)
+            or ``"simple"`` (the legacy normalizer).
+        ptb_cache: Folder caching the Java PTB tokenizer's output (None: no cache).
 
     Returns:
         The report: counts per case, per split, and every skipped item.
@@ -136,6 +162,8 @@ def prepare_dataset(
     """
     if on_bad_image not in ("skip", "fail"):
         raise ValueError(f"on_bad_image must be 'skip' or 'fail', got {on_bad_image!r}")
+    if tokenizer not in ("ptb", "simple"):
+        raise ValueError(f"tokenizer must be 'ptb' or 'simple', got {tokenizer!r}")
     prepared = PreparedDir(out_dir)
     skipped: list[Skip] = list(source.skipped)
     counts: collections.Counter[str] = collections.Counter(
@@ -162,16 +190,17 @@ def prepare_dataset(
             converted[info.mode] += 1
         good[img.image_id] = (img, info)
 
-    # 2. Captions: normalize, tokenize; drop empty ones and those of dropped images.
+    # 2. Captions: tokenize (all at once), fold to ASCII; drop empty ones and those of dropped images.
+    kept = [cap for cap in source.captions if cap.image_id in good]
+    if len(kept) < len(source.captions):
+        counts["captions_of_skipped_images"] += len(source.captions) - len(kept)
+    tokenized, tokenizer_used = tokenize_captions([cap.caption for cap in kept], tokenizer=tokenizer,
+                                                  ptb_cache=ptb_cache)
     per_image: dict[int, list[list[str]]] = collections.defaultdict(list)
-    for cap in source.captions:
-        if cap.image_id not in good:
-            counts["captions_of_skipped_images"] += 1
-            continue
+    for cap, words in zip(kept, tokenized):
         if not cap.caption.isascii():
             counts["captions_folded_to_ascii"] += 1
-        words = text.tokenize(cap.caption)
-        if not words:
+        if not any(ch.isalnum() for w in words for ch in w):  # nothing but symbols, e.g. '?!'
             skipped.append(Skip("empty_caption", f"image {cap.image_id}", repr(cap.caption)))
             continue
         if len(words) > max_caption_length:
@@ -222,7 +251,7 @@ def prepare_dataset(
     pq.write_table(pa.table(image_rows, schema=IMAGES_SCHEMA), prepared.images)
     pq.write_table(pa.table(caption_rows, schema=CAPTIONS_SCHEMA), prepared.captions)
     with open(prepared.vocab, "w") as f:
-        json.dump(vocab.to_json(), f, indent=2)
+        json.dump({**vocab.to_json(), "tokenizer": tokenizer_used}, f, indent=2)
         f.write("\n")
 
     counts["images_kept"] = len(good)
@@ -232,6 +261,7 @@ def prepare_dataset(
     return {
         "dataset": source.name,
         "on_bad_image": on_bad_image,
+        "tokenizer": tokenizer_used,
         "counts": dict(sorted(counts.items())),
         "converted_modes": dict(sorted(converted.items())),
         "skipped_counts": dict(sorted(skip_counts.items())),

@@ -1,11 +1,14 @@
-"""Caption text: normalization, tokenization and the vocabulary.
+"""Caption text: the legacy normalizer, ASCII folding and the vocabulary.
 
-Normalization (one rule for every dataset): Unicode is folded to ASCII by NFKD
+The vocabulary's tokens come from the PTB tokenizer the caption metrics use
+(:mod:`components.data.ptb`, ``prepare.tokenizer: ptb``), each folded to ASCII
+by :func:`to_ascii`. :func:`tokenize` is the old rule, kept as
+``prepare.tokenizer: simple``: Unicode is folded to ASCII by NFKD
 decomposition with combining marks dropped (``"café" -> "cafe"``); characters
 with no ASCII form are removed; the text is lower-cased; every run of
-characters other than ``a-z``, ``0-9`` becomes a single space. The tokens are
-the words of the result. A caption with no word left is skipped by
-``prepare`` (counted as ``empty_caption``).
+characters other than ``a-z``, ``0-9`` becomes a single space (``man's`` ->
+``man s``, ``t-shirt`` -> ``t shirt``). The tokens are the words of the
+result. On the synthetic captions both rules give the same tokens.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def to_ascii(text: str) -> str:
 
 
 def tokenize(text: str) -> list[str]:
-    """Normalized word tokens of a caption (see the module docstring)."""
+    """The legacy normalizer's word tokens of a caption (see the module docstring)."""
     return _NON_WORD.sub(" ", to_ascii(text).lower()).split()
 
 

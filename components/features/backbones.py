@@ -107,8 +107,10 @@ class BackboneSpec:
     """One registry entry: how to build the torchvision classifier and cut its trunk.
 
     The trunk ends at one of four stages, by output stride: 1 → 4, 2 → 8,
-    3 → 16, 4 → 32 (the whole convolutional trunk, the default). Earlier stages
-    give larger maps with fewer channels, for less computation.
+    3 → 16, 4 → 32 (the whole convolutional trunk, the default), each at the
+    deepest layer of that stride (ResNet ``layerN``; VGG16 ``conv3_3``,
+    ``conv4_3``, ``conv5_3`` before their max-pool, then ``pool5``). Earlier
+    stages give larger maps with fewer channels, for less computation.
 
     Calling the spec builds a :class:`Backbone` (random init from the global
     torch RNG; ``components.features.weights.load_backbone`` seeds it and loads
@@ -192,8 +194,11 @@ BACKBONES: dict[str, BackboneSpec] = {
         name="vgg16", native_input_size=224, min_input_size=32, mean=IMAGENET_MEAN, std=IMAGENET_STD,
         classifier=lambda: torchvision.models.vgg16(weights=None),
         trunk_children=("features",),
-        # after pool2, pool3, pool4, pool5: features[9], [16], [23], [30]
-        stages=(Stage("features", 128, 9), Stage("features", 256, 16), Stage("features", 512, 23),
+        # the deepest layer at each output stride, as ResNet's layer1..layer4: conv3_3, conv4_3 and
+        # conv5_3 (each after its ReLU, before the max-pool: features[15], [22], [29]), then pool5
+        # ([30]). Stage 3 at 224 px is the 14 x 14 x 512 conv5 map Show, Attend and Tell attends
+        # (Xu et al. 2015, sec. 3.1.1: a conv layer "before max pooling", of VGG)
+        stages=(Stage("features", 256, 15), Stage("features", 512, 22), Stage("features", 512, 29),
                 Stage("features", 512, 30)),
         weights_enum="VGG16_Weights",
     ),

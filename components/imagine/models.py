@@ -27,7 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from components.data.text import Vocab, tokenize
+from components.data.ptb import vocab_tokens
+from components.data.text import Vocab
 from components.imagine.data import pad
 from components.generative.gan import dcgan_init_
 from components.generative.vae import num_stages
@@ -49,7 +50,7 @@ def encode_captions(captions: Sequence[str], vocab: Vocab) -> tuple[Tensor, Tens
     """
     rows = []
     for caption in captions:
-        words = tokenize(caption)
+        words = vocab_tokens(caption)  # the prepare stage's tokens (PTB, as the vocabulary)
         if not words:
             raise CaptionError(f"empty caption {caption!r}")
         if len(words) > vocab.max_caption_length:

@@ -4,8 +4,8 @@
 downloads Stanford CoreNLP. The scorers take ``{id: [caption, ...]}`` dicts of
 already tokenized, space-separated lower-case text.
 
-* :func:`quick_scores` is for text that is already normalized (our own
-  predictions and references, ``components.data.text.tokenize``): BLEU and
+* :func:`quick_scores` is for text that is already tokenized (our own
+  predictions and references, the prepare stage's PTB tokens): BLEU and
   CIDEr-D are pure Python, no Java. The training stage uses it per epoch.
 * :func:`coco_scores` is the evaluation: raw captions are tokenized with
   pycocoevalcap's PTB tokenizer (Stanford CoreNLP 3.4.1, bundled, needs Java),
@@ -13,9 +13,10 @@ already tokenized, space-separated lower-case text.
   CoreNLP 3.6.0's jars are already in pycocoevalcap's ``spice/lib`` folder,
   SPICE (Java). Nothing is downloaded. A metric that cannot be computed is
   ``None`` and listed in ``unavailable`` with its reason; without Java the
-  text is tokenized by ``components.data.text.tokenize`` instead (recorded as
-  ``tokenizer: "simple"``), so BLEU/ROUGE-L/CIDEr-D still exist but are not
-  the PTB numbers.
+  text is tokenized by the pure-Python PTB tokenizer
+  (:func:`components.data.ptb.ptb_tokenize`, the same tokens on captions;
+  recorded as ``tokenizer: "ptb_python"``), so BLEU/ROUGE-L/CIDEr-D are the
+  PTB numbers; METEOR and SPICE stay unavailable.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.spice.get_stanford_models import JAR as SPICE_CORENLP_JAR
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
+from components.data.ptb import ptb_tokenize as python_ptb_tokens
 from components.data.text import tokenize
 
 log = logging.getLogger(__name__)
@@ -88,20 +90,32 @@ def ptb_tokenize(captions: Mapping[int, Sequence[str]]) -> dict[int, list[str]]:
     return PTBTokenizer().tokenize({i: [{"caption": c} for c in caps] for i, caps in captions.items()})
 
 
+def python_ptb_tokenize(captions: Mapping[int, Sequence[str]]) -> dict[int, list[str]]:
+    """The no-Java fallback: :func:`ptb_tokenize`'s tokens from the pure-Python PTB tokenizer."""
+    return {i: [" ".join(python_ptb_tokens(c)) for c in caps] for i, caps in captions.items()}
+
+
 def simple_tokenize(captions: Mapping[int, Sequence[str]]) -> dict[int, list[str]]:
     """The no-Java fallback: ``components.data.text.tokenize`` (lower case, ASCII words)."""
     return {i: [" ".join(tokenize(c)) for c in caps] for i, caps in captions.items()}
 
 
 def meteor_score(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
-    """pycocoevalcap's METEOR; its Java process ends here, all three pipes closed.
+    """pycocoevalcap's METEOR of the corpus (see :func:`meteor_scores`)."""
+    return meteor_scores(gts, res)[0]
 
-    ``Meteor.__del__`` closes only the process's stdin, so every call would
-    leak two pipe handles (a ``ResourceWarning``) until the interpreter exits.
+
+def meteor_scores(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[float, list[float]]:
+    """pycocoevalcap's METEOR: the corpus score and one score per id (in ``gts`` order).
+
+    Its Java process ends here, all three pipes closed: ``Meteor.__del__``
+    closes only the process's stdin, so every call would leak two pipe
+    handles (a ``ResourceWarning``) until the interpreter exits.
     """
     meteor = Meteor()
     try:
-        return float(meteor.compute_score(gts, res)[0])
+        score, per_item = meteor.compute_score(gts, res)
+        return float(score), [float(s) for s in per_item]
     finally:
         proc = meteor.meteor_p
         with meteor.lock:
@@ -133,7 +147,7 @@ def coco_scores(predictions: Mapping[int, str], references: Mapping[int, Sequenc
         ``bleu_1`` .. ``bleu_4``, ``meteor``, ``rouge_l``, ``cider`` (CIDEr-D),
         ``spice`` (floats; None when not computed), ``unavailable`` (the
         metric names not computed), ``unavailable_reasons`` (name → reason),
-        ``tokenizer`` (``ptb`` or ``simple``) and ``n_images``.
+        ``tokenizer`` (``ptb``: Java; ``ptb_python``: without Java) and ``n_images``.
     """
     ids = _check(predictions, references)
     java = find_java()
@@ -142,8 +156,8 @@ def coco_scores(predictions: Mapping[int, str], references: Mapping[int, Sequenc
     if java:
         tokenizer, tok = "ptb", ptb_tokenize
     else:
-        tokenizer, tok = "simple", simple_tokenize
-        reasons["ptb_tokenizer"] = no_java
+        tokenizer, tok = "ptb_python", python_ptb_tokenize
+        reasons["ptb_tokenizer"] = f"{no_java}: the pure-Python PTB tokenizer ran instead"
     gts = tok({i: list(references[i]) for i in ids})
     res = tok({i: [predictions[i]] for i in ids})
     scores: dict = dict.fromkeys(CAPTION_METRICS)

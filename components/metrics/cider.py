@@ -100,7 +100,8 @@ class CiderD:
         Args:
             candidates: ``C`` token sequences.
             references: ``C`` sequences of reference token sequences (the same
-                object may be passed for the K samples of one image).
+                object may be passed for the K samples of one image; a
+                sentence repeated anywhere is weighted once).
 
         Returns:
             np.ndarray: ``(C,)`` float64 scores (0 for an empty candidate).
@@ -110,9 +111,13 @@ class CiderD:
         if any(len(refs) == 0 for refs in references):
             raise ValueError("every candidate needs at least one reference")
         owner = np.repeat(np.arange(len(candidates)), [len(refs) for refs in references])  # pair -> candidate
-        flat_refs = [ref for refs in references for ref in refs]
+        # each distinct reference weighted once; ``which`` (pairs,) is its row
+        distinct: dict[tuple, int] = {}
+        which = np.fromiter((distinct.setdefault(tuple(ref), len(distinct)) for refs in references for ref in refs),
+                            dtype=np.int64, count=len(owner))
         hyp, hyp_norm, hyp_len = self._weights(candidates)
-        ref, ref_norm, ref_len = self._weights(flat_refs)
+        ref, ref_norm, ref_len = self._weights(list(distinct))
+        ref_norm, ref_len = ref_norm[which], ref_len[which]
         penalty = np.exp(-((hyp_len[owner] - ref_len) ** 2) / (2 * self.sigma**2))
         per_pair = np.zeros(len(owner))
         for order in range(self.n):
@@ -120,7 +125,7 @@ class CiderD:
             h = hyp[order]
             h = sparse.csr_matrix((h.data, h.indices, h.indptr), shape=(h.shape[0], columns))[owner]
             r = ref[order]
-            r = sparse.csr_matrix((r.data, r.indices, r.indptr), shape=(r.shape[0], columns))
+            r = sparse.csr_matrix((r.data, r.indices, r.indptr), shape=(r.shape[0], columns))[which]
             clipped = np.asarray(h.minimum(r).multiply(r).sum(axis=1)).ravel()
             denom = hyp_norm[owner, order] * ref_norm[:, order]
             value = np.divide(clipped, denom, out=clipped.copy(), where=denom != 0)

@@ -68,7 +68,7 @@ def test_dvc_repro_runs_prepare(smoke_repo):
     # a console a person can read: each stage's start and end, one line per epoch, no Ray noise
     console = first.stdout + first.stderr
     for stage in ("prepare", "features", "train_captioner", "finetune_captioner", "train_vae", "train_gan",
-                  "train_imagine", "evaluate", "register"):
+                  "train_imagine", "evaluate", "pascal50s", "register"):
         assert f"capsynth {stage}: started" in console and f"capsynth {stage}: done in" in console, stage
     params = YAML(typ="safe").load(smoke_repo / "params.yaml")
     for stage, summary in {"train_captioner": "train_captioner", "finetune_captioner": "train_scst",
@@ -88,6 +88,8 @@ def test_dvc_repro_runs_prepare(smoke_repo):
     assert all((smoke_repo / r["path"]).is_file() and not os.path.isabs(r["path"]) for r in images)
     assert len(captions) == 5 * len(images)
     assert (prepared / "synthetic" / "scenes.parquet").is_file()
+    # Pascal-50S's files are not shipped: the stage says it skipped, in its metrics file
+    assert json.loads((smoke_repo / "metrics" / "pascal50s.json").read_text())["skipped"] is True
     # nothing left half-written beside the outputs
     assert not [p.name for p in prepared.parent.iterdir() if p.name.startswith(".")]
     # features of every kept image, in the images table's order

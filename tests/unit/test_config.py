@@ -102,3 +102,51 @@ def test_write_profile_params(tmp_path, repo_root):
     assert pconfig.load_params(out) == pconfig.load_params(repo_root / "params.yaml", profile="smoke")
     with pytest.raises(ConfigError, match="unknown profile 'nope'"):
         pconfig.load_params(repo_root / "params.yaml", profile="nope")
+
+
+PROFILES = sorted(p.stem for p in pconfig.PROFILES_DIR.glob("*.yaml"))
+RECIPES = [name for name in PROFILES if name != "smoke"]  # README §Recipes
+
+
+def test_the_recipes_are_there():
+    assert {"coco_karpathy", "flickr8k", "flickr30k", "show_attend_tell_vgg16"} <= set(RECIPES)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_validates_and_writes_a_params_file(profile, tmp_path, repo_root):
+    """Through the real params validation: a renamed or mistyped key in params.yaml breaks a profile here."""
+    params = pconfig.load_params(repo_root / "params.yaml", profile=profile)
+    out = tmp_path / "params.yaml"
+    pconfig.write_profile_params(repo_root / "params.yaml", profile, out)
+    assert pconfig.load_params(out) == params
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profile_set_args_give_the_profile_through_dvc(profile, tmp_path, repo_root):
+    """``dvc exp run $(capsynth profile NAME)``: DVC's own -S parser applied to params.yaml gives the profile."""
+    from dvc.utils.hydra import apply_overrides
+
+    out = tmp_path / "params.yaml"
+    out.write_text((repo_root / "params.yaml").read_text())
+    args = pconfig.set_args(profile)
+    assert not [a for a in args if " " in a]  # survives the shell's word splitting
+    apply_overrides(out, args[1::2])
+    assert pconfig.load_params(out) == pconfig.load_params(repo_root / "params.yaml", profile=profile)
+
+
+@pytest.mark.parametrize("profile", RECIPES)
+def test_recipe_grid_is_its_backbones_feature_map_and_its_data_is_real(profile, repo_root):
+    """Each recipe attends the whole map of its backbone at its input size (no pooling of it), e.g.
+    Show, Attend and Tell's VGG conv5 14 x 14; and its SCST reward needs no synthetic scene table."""
+    import torch
+
+    from components.features.backbones import get_spec
+
+    params = pconfig.load_params(repo_root / "params.yaml", profile=profile)
+    f = params.features
+    spec = get_spec(f.backbone)
+    size = spec.resolve_input_size(f.input_size)
+    fmap = spec(grid_size=f.grid_size, stage=f.stage, device="meta").trunk(torch.zeros(1, 3, size, size, device="meta"))
+    assert tuple(fmap.shape[1:]) == (spec.stage_channels(f.stage), f.grid_size, f.grid_size)
+    assert f.weights == "imagenet" and params.prepare.dataset != "synthetic" and params.prepare.sources
+    assert params.finetune_captioner.train.reward == "cider_d"

@@ -63,7 +63,7 @@ def test_help_lists_every_stage_and_imports_no_torch():
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("NO-TORCH")
-    for stage in ("prepare", "features", *(families.stage_of(n) for n in families.names()), "evaluate", "register"):
+    for stage in ("prepare", "features", *(families.stage_of(n) for n in families.names()), "evaluate", "pascal50s", "register"):
         assert stage in out
 
 

@@ -100,3 +100,15 @@ def test_meta_build_allocates_nothing():
     assert all(p.is_meta for p in backbone.trunk.parameters())
     assert not backbone.mean.is_meta  # normalization constants are real
     assert "mean" not in backbone.state_dict()  # and not part of the weights
+
+
+def test_vgg16_stage_3_is_the_conv5_map_show_attend_and_tell_attends():
+    """Xu et al. 2015 attend VGG's last conv layer before max pooling: 14 x 14 x 512 at 224 px."""
+    spec = get_spec("vgg16")
+    trunk = spec.build_trunk(stage=3, device="meta")
+    layers = list(trunk.features)
+    assert len(layers) == 30 and type(layers[-1]).__name__ == "ReLU"  # features[0..29]: conv5_3 + ReLU
+    assert [k for k in trunk.state_dict() if k.endswith("weight")][-1] == "features.28.weight"  # conv5_3
+    backbone = spec(grid_size=14, stage=3, device="meta")
+    assert backbone.trunk(torch.zeros(1, 3, 224, 224, device="meta")).shape == (1, 512, 14, 14)
+    assert spec(grid_size=7, stage=4, device="meta").trunk(torch.zeros(1, 3, 224, 224, device="meta")).shape[-1] == 7

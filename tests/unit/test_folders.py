@@ -32,7 +32,7 @@ C, G = 4, 2  # feature channels, grid size
 def prepared(tmp_path_factory) -> PreparedDir:
     """A tiny synthetic dataset through the prepare stage's own ``run``."""
     cfg = PrepareConfig(dataset="synthetic", seed=0, on_bad_image="skip", min_word_count=1, max_caption_length=20,
-                        num_workers=1, sources=(), split_file="",
+                        num_workers=1, tokenizer="ptb", sources=(), split_file="",
                         synthetic=SyntheticConfig(num_images=10, image_size=16, captions_per_image=2, max_objects=2,
                                                   val_fraction=0.2, test_fraction=0.2))
     work = tmp_path_factory.mktemp("folders")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -95,16 +96,28 @@ def test_without_java_lists_what_it_could_not_compute(monkeypatch, no_spice_jars
     monkeypatch.setattr(captions, "ptb_tokenize", refuse)
     cands, refs = _fixture()
     got = captions.coco_scores(cands, refs)
-    assert got["tokenizer"] == "simple"
+    assert got["tokenizer"] == "ptb_python"
     assert got["meteor"] is None and got["spice"] is None
     assert got["unavailable"] == ["meteor", "spice"]
     assert "java" in got["unavailable_reasons"]["meteor"]
     assert "java" in got["unavailable_reasons"]["ptb_tokenizer"]
-    # the pure-Python scorers still run, on the fallback tokenization
-    simple_gts = captions.simple_tokenize(refs)
-    simple_res = captions.simple_tokenize({i: [c] for i, c in cands.items()})
-    assert got["cider"] == pytest.approx(Cider().compute_score(simple_gts, simple_res)[0], abs=1e-12)
+    # the pure-Python scorers still run, on the pure-Python PTB tokens
+    gts = captions.python_ptb_tokenize(refs)
+    res = captions.python_ptb_tokenize({i: [c] for i, c in cands.items()})
+    assert res[5] == ["the cat is sleeping on the laptop 's keyboard"]  # PTB, not the legacy "laptop s"
+    assert got["cider"] == pytest.approx(Cider().compute_score(gts, res)[0], abs=1e-12)
     assert 0 < got["bleu_1"] < 1 and 0 < got["rouge_l"] < 1
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="no java on PATH")
+def test_python_fallback_gives_the_java_numbers(monkeypatch, no_spice_jars):
+    cands, refs = _fixture()
+    with_java = captions.coco_scores(cands, refs)
+    monkeypatch.setattr(captions, "find_java", lambda: None)
+    without = captions.coco_scores(cands, refs)
+    assert (with_java["tokenizer"], without["tokenizer"]) == ("ptb", "ptb_python")
+    for name in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider"):
+        assert without[name] == pytest.approx(with_java[name], abs=1e-12), name
 
 
 def test_spice_runs_only_when_its_jars_are_present(monkeypatch, tmp_path):

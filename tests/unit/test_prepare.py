@@ -110,6 +110,55 @@ def test_vocab_comes_from_train_split_only(dataset, tmp_path):
     assert "gray" not in tokens and "rgba" not in tokens  # test images 2, 4
 
 
+def _real_style(tmp_path):
+    paths = _write_images(tmp_path / "img")
+    images = [SourceImage(1, paths["rgb"], "train"), SourceImage(2, paths["gray"], "train")]
+    captions = [SourceCaption(1, "A man's T-shirt, in the U.S."), SourceCaption(1, "They don't see the café!"),
+                SourceCaption(2, "A red circle left of a blue square.")]
+    return SourceDataset("real", images, captions, [])
+
+
+def _caption_texts(out):
+    return pq.read_table(out / "captions.parquet").column("caption").to_pylist()
+
+
+def test_vocab_is_built_from_the_evaluation_ptb_tokens(tmp_path, monkeypatch):
+    from components.data import ptb
+
+    calls = []
+    java = ptb.java_ptb_tokenize
+    monkeypatch.setattr(ptb, "java_ptb_tokenize", lambda caps, **kw: calls.append(len(caps)) or java(caps, **kw))
+    source = _real_style(tmp_path)
+    for run in ("first", "again"):
+        out = tmp_path / run
+        out.mkdir()
+        report = prepare_dataset(source, out, min_word_count=1, progress=False, ptb_cache=tmp_path / "cache")
+        assert _caption_texts(out) == ["a man 's t-shirt in the u.s.", "they do n't see the cafe",
+                                       "a red circle left of a blue square"]
+        vocab = json.loads((out / "vocab.json").read_text())
+        assert {"'s", "n't", "t-shirt", "u.s."} <= set(vocab["tokens"])
+        assert report["tokenizer"] == vocab["tokenizer"] == ("ptb_java" if java_on_path() else "ptb_python")
+    assert calls == ([3] if java_on_path() else [])  # one call for the dataset; the rerun reads the cache
+
+
+def java_on_path() -> bool:
+    import shutil
+
+    return shutil.which("java") is not None
+
+
+def test_simple_tokenizer_keeps_the_legacy_tokens(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    source = _real_style(tmp_path)
+    report = prepare_dataset(source, out, min_word_count=1, progress=False, tokenizer="simple")
+    assert _caption_texts(out) == ["a man s t shirt in the u s", "they don t see the cafe",
+                                   "a red circle left of a blue square"]
+    assert report["tokenizer"] == json.loads((out / "vocab.json").read_text())["tokenizer"] == "simple"
+    with pytest.raises(ValueError, match="tokenizer"):
+        prepare_dataset(source, out, tokenizer="nltk", progress=False)
+
+
 def test_fail_rule_names_the_file(dataset, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -220,6 +220,22 @@ def test_register_stage_logs_a_pipeline_run_registers_every_model_idempotently(s
     assert len(lines) == 2 and lines[0] == lines[1] and lines[0].startswith(f"{image}\t")
 
 
+def test_register_families_takes_only_those_folders(store, capsys):
+    """A captioning recipe trains no VAE, GAN or imagine model: ``--families captioner scst`` needs only theirs."""
+    fixtures_models.captioner_dir(store / "captioner")
+    fixtures_models.scst_dir(store / "scst")
+    metrics = _write_metrics(store, captioner={"cider": 0.4}, scst={"cider": 0.5})
+    args = ["--families", "captioner", "scst", "--report", str(store / "register.json")]
+    for kind in ("captioner", "scst"):
+        args += [f"--{kind}", str(store / kind), f"--{kind}-metrics", str(metrics[kind])]
+    register.main(args)
+    report = json.loads((store / "register.json").read_text())
+    assert set(report) == {"captioner", "scst"} and report["scst"]["alias"] == CHAMPION
+    with pytest.raises(SystemExit):  # the options of a family left out are not taken
+        register.main([*args, "--vae", str(store / "vae")])
+    assert "unrecognized arguments: --vae" in capsys.readouterr().err
+
+
 def test_missing_model_folder_is_a_clear_error(store, capsys):
     metrics = _write_metrics(store, captioner={"cider": 0.4}, scst={"cider": 0.5}, vae={"test_elbo": -5.0},
                              gan={"fid": 9.0}, imagine={"object_f1": 0.5})
