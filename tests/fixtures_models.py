@@ -62,7 +62,7 @@ def vae_dir(path: Path, *, seed: int = 0) -> Path:
 def imagine_dir(path: Path, *, seed: int = 0) -> Path:
     """A caption-conditioned generator folder that :class:`components.imagine.io.Imaginer` loads (words: WORDS)."""
     vocab = Vocab.build([WORDS], min_word_count=1, max_caption_length=6)
-    cfg = ImagineConfig(image_size=32, latent_dim=4, text_dim=8, word_dim=4, g_channels=4, d_channels=4,
+    cfg = ImagineConfig(kind="gan", image_size=32, latent_dim=4, text_dim=8, word_dim=4, g_channels=4, d_channels=4,
                         ema_decay=0.9)
     torch.manual_seed(seed)
     return save_imagine_dir(path, build_imagine_parts(cfg, len(vocab)), cfg, vocab)

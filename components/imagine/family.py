@@ -30,8 +30,8 @@ from components.imagine.models import build_parts, imagine
 from components.io import atomic_dir, short_sha256
 from components.train.family import Family, Trained, steady_rate, without_wall_clock
 
-CURVE_KEYS = ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "d_mismatch", "colour_hist_distance",
-              "sample_diversity", "train_images_per_s")
+CURVE_KEYS = ("epoch", "d_loss", "g_loss", "d_real", "d_fake", "d_mismatch", "loss", "recon_nll", "kl", "pixel_std",
+              "colour_hist_distance", "sample_diversity", "train_images_per_s")  # GAN's or CVAE's; the other's empty
 SAMPLE_CAPTIONS, SAMPLES_PER_CAPTION = 8, 8
 
 
@@ -63,8 +63,8 @@ def export(cfg: Any, state: dict[str, Any], trained: Trained) -> dict[str, Any]:
     metrics = {"epochs_run": len(state["history"]), "steps": state["step"],
                "train_seconds": round(trained.seconds, 1),
                "train_images_per_s": round(steady_rate(state["history"], "train_images_per_s"), 1),
-               **{k: last[k] for k in ("d_loss", "g_loss", "d_real", "d_fake", "d_mismatch",
-                                       "colour_hist_distance", "sample_diversity") if k in last}}
+               **{k: last[k] for k in ("d_loss", "g_loss", "d_real", "d_fake", "d_mismatch", "loss", "recon_nll", "kl",
+                                       "pixel_std", "colour_hist_distance", "sample_diversity") if k in last}}
     with atomic_dir(trained.outputs["model"]) as tmp:
         save_model_dir(tmp, parts, cfg.model, vocab,
                        extra={"ray_run": trained.run_name, **trained.data_version, "steps": state["step"],
@@ -94,4 +94,4 @@ IMAGINE = Family(name="imagine", loop=train_loop_per_worker, inputs={"prepared":
                  export=export, curve_keys=CURVE_KEYS, evaluate="components.imagine.evaluation:evaluate",
                  eval_outputs=("model", "reports", "captioner.model"),
                  registration="components.imagine.serving:KIND",
-                 progress_keys=("d_loss", "g_loss", "d_mismatch", "train_images_per_s"))
+                 progress_keys=("d_loss", "g_loss", "d_mismatch", "loss", "kl", "train_images_per_s"))

@@ -1,4 +1,10 @@
-"""The conditional GAN's training loop: a function on a :class:`~components.train.session.Session`.
+"""The caption-conditioned generator's training loops: functions on a :class:`~components.train.session.Session`.
+
+``model.kind: gan``: the conditional GAN below. ``model.kind: cvae``
+(:func:`fit_cvae`): the conditional VAE, one Adam step per batch on
+``recon_nll + kl_weight * kl`` (:class:`~components.imagine.models.CVAE`),
+the EMA of the decoder sampled from; the same data, seeding, diagnostics,
+progress rows, guard and checkpoints as the GAN.
 
 Every epoch pairs each training image with one of its captions (drawn per
 epoch, seeded), and per batch takes one discriminator step and one generator
@@ -38,7 +44,16 @@ from components.generative.fit import gan_state, restore_gan
 from components.generative.steps import make_gan_optimizers
 from components.imagine.config import ImagineConfig, ImagineTrainParams
 from components.imagine.data import pad
-from components.imagine.models import VALUE_RANGE, ConditionalGenerator, ProjectionDiscriminator, imagine
+from components.config import to_dict
+from components.imagine.models import (
+    CVAE,
+    VALUE_RANGE,
+    ConditionalDecoder,
+    ConditionalEncoder,
+    ConditionalGenerator,
+    ProjectionDiscriminator,
+    imagine,
+)
 from components.train.guard import guard
 from components.train.precision import autocast_dtype
 from components.train.session import (
@@ -129,6 +144,20 @@ def train_step(G: nn.Module, D: nn.Module, images: Tensor, tokens: Tensor, lengt
             "d_fake": logits[1].mean().detach(), "d_mismatch": d_mismatch.detach()}
 
 
+def cvae_train_step(model: nn.Module, images: Tensor, tokens: Tensor, lengths: Tensor, opt: torch.optim.Optimizer, *,
+                    ema: EMA, kl_weight: float, generator: torch.Generator) -> dict[str, Tensor]:
+    """One Adam step of the CVAE (:class:`~components.imagine.models.CVAE`, maybe DDP-wrapped) on a batch;
+    returns the loss terms (detached) and the decoder's pixel std."""
+    eps = torch.randn(images.shape[0], unwrap(model).decoder.latent_dim, generator=generator).to(images.device)
+    out = model(images, tokens, lengths, eps, kl_weight=kl_weight)
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    opt.step()
+    ema.update(unwrap(model).decoder)
+    return {**{k: v.detach() for k, v in out.items()},
+            "pixel_std": unwrap(model).decoder.log_std.detach().exp()}
+
+
 def diagnostics(generator: nn.Module, tokens: Tensor, lengths: Tensor, real: np.ndarray,
                 seed: int) -> tuple[dict[str, float], Tensor]:
     """Colour distance and diversity of one sample per validation caption, and the progress row."""
@@ -162,7 +191,14 @@ def fit_imagine(session: Session, *, train_images: Tensor, train_tokens: list[li
 
     Raises:
         TrainingDivergedError: A loss went NaN or infinite.
+
+    ``model_cfg.kind: cvae``: :func:`fit_cvae` (its ``encoder`` and one ``opt``
+    instead of the discriminator and its optimiser).
     """
+    if model_cfg.kind == "cvae":
+        return fit_cvae(session, train_images=train_images, train_tokens=train_tokens, val_images=val_images,
+                        val_tokens=val_tokens, vocab_size=vocab_size, model_cfg=model_cfg, cfg=cfg,
+                        storage_dir=storage_dir, on_step=on_step)
     torch.set_num_threads(cfg.threads_per_worker)
     torch.manual_seed(cfg.seed)
     device = session.device
@@ -218,6 +254,82 @@ def fit_imagine(session: Session, *, train_images: Tensor, train_tokens: list[li
     return snapshot()
 
 
+CVAE_SUMS = ("loss", "recon_nll", "kl", "pixel_std")
+
+
+def fit_cvae(session: Session, *, train_images: Tensor, train_tokens: list[list[list[int]]],
+             val_images: Tensor, val_tokens: list[list[int]], vocab_size: int, model_cfg: ImagineConfig,
+             cfg: ImagineTrainParams, storage_dir: str = "",
+             on_step: Callable[[nn.Module, nn.Module, int], None] | None = None) -> dict[str, Any]:
+    """Train the conditional VAE (arguments as :func:`fit_imagine`; ``on_step`` gets ``(decoder, encoder, step)``).
+
+    Returns:
+        ``generator`` (the decoder), ``generator_ema``, ``encoder`` (state dicts), ``opt``, ``ema``,
+        ``model_config``, ``vocab_size``, ``epoch``, ``step``, ``history`` and ``progress``.
+    """
+    torch.set_num_threads(cfg.threads_per_worker)
+    torch.manual_seed(cfg.seed)
+    device = session.device
+    amp = autocast_dtype(cfg.precision, device)
+    model = session.prepare_model(CVAE(ConditionalEncoder(model_cfg, vocab_size),
+                                       ConditionalDecoder(model_cfg, vocab_size)))
+    ema = EMA(unwrap(model).decoder, decay=model_cfg.ema_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+    size, n_val = model_cfg.image_size, min(cfg.num_samples, len(val_tokens))
+    state: dict[str, Any] = {"epoch": -1, "step": 0, "history": [], "progress": torch.zeros(
+        (0, min(PROGRESS_CAPTIONS, n_val), size, size, 3), dtype=torch.uint8)}
+    restored = session.restore()
+    if restored is not None:
+        unwrap(model).decoder.load_state_dict(restored["generator"])
+        unwrap(model).encoder.load_state_dict(restored["encoder"])
+        ema.load_state_dict(restored["ema"])
+        opt.load_state_dict(restored["opt"])
+        state = {k: restored[k] for k in state}
+
+    train = batches(Pairs(train_images, train_tokens), batch_size=cfg.batch_size, seed=cfg.seed, session=session)
+    val_t, val_l = pad(val_tokens[:n_val])
+    real = val_images[:n_val].permute(0, 2, 3, 1).numpy()
+    noise = torch.Generator()
+
+    def snapshot() -> dict[str, Any]:
+        inner = unwrap(model)
+        return {**state, "generator": inner.decoder.state_dict(), "encoder": inner.encoder.state_dict(),
+                "generator_ema": ema.module.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                "model_config": to_dict(model_cfg), "vocab_size": vocab_size}
+
+    for epoch in range(state["epoch"] + 1, cfg.epochs):
+        maybe_inject_failure(cfg.fail_at_epoch, epoch, session, storage_dir)
+        noise.manual_seed(derive_seed(cfg.seed, session.rank, epoch, 2))
+        epoch_start_time, start = time.time(), time.perf_counter()
+        sums = dict.fromkeys(CVAE_SUMS, 0.0)
+        seen = steps = 0
+        for images, tokens, lengths in train(epoch):
+            with autocast(device, amp):
+                out = cvae_train_step(model, images, tokens, lengths, opt, ema=ema, kl_weight=cfg.kl_weight,
+                                      generator=noise)
+            out = {k: float(v) for k, v in out.items()}
+            guard(out, step=state["step"], epoch=epoch, last_good_epoch=state["epoch"])
+            for k in sums:
+                sums[k] += out[k]
+            if on_step is not None:
+                on_step(unwrap(model).decoder, unwrap(model).encoder, state["step"])
+            seen += images.shape[0]
+            steps += 1
+            state["step"] += 1
+        train_seconds = time.perf_counter() - start
+        metrics: dict[str, float] = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()},
+                                     "train_images_per_s": seen * session.world_size / max(train_seconds, 1e-9),
+                                     "epoch_start_time": epoch_start_time}
+        if session.is_chief:
+            values, row = diagnostics(ema.module, val_t, val_l, real, cfg.sample_seed)
+            metrics.update(values)
+            state["progress"] = torch.cat([state["progress"], row[None]])
+        metrics["epoch_seconds"] = time.perf_counter() - start
+        metrics["bf16_autocast"] = float(amp is not None)
+        session.end_epoch(state, metrics, checkpoint=snapshot)
+    return snapshot()
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """``TorchTrainer`` entry point. ``config``: ``train``/``val`` (paths and word ids), ``vocab_size``,
     ``model``, ``train``, ``storage_dir``, an optional ``on_step`` test hook."""
@@ -231,4 +343,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 cfg=cfg, storage_dir=config["storage_dir"], on_step=config.get("on_step"))
 
 
-__all__ = ["Pairs", "batches", "diagnostics", "fit_imagine", "train_loop_per_worker", "train_step"]
+__all__ = ["Pairs", "batches", "cvae_train_step", "diagnostics", "fit_cvae", "fit_imagine", "train_loop_per_worker", "train_step"]

@@ -14,19 +14,22 @@ from components.generative.ema import EMA
 from components.generative.steps import make_gan_optimizers
 from components.imagine.config import ImagineConfig, ImagineTrainParams
 from components.imagine.data import pad
-from components.imagine.fit import fit_imagine, train_step
-from components.imagine.io import MAX_IMAGES_PER_CAPTION, Imaginer
-from components.imagine.models import (CaptionError, ConditionalGenerator, ProjectionDiscriminator, encode_captions,
-                                       imagine)
+from components.imagine.fit import cvae_train_step, fit_imagine, train_step
+from components.imagine.io import MAX_IMAGES_PER_CAPTION, Imaginer, save_model_dir
+from components.imagine.models import (CVAE, CaptionError, ConditionalDecoder, ConditionalEncoder, ConditionalGenerator,
+                                       ProjectionDiscriminator, build_parts, encode_captions, imagine)
 from components.train.session import LocalSession
 from pipelines import imagine as imagine_cli
 from tests import fixtures_models
 
-CFG = ImagineConfig(image_size=32, latent_dim=8, text_dim=16, word_dim=8, g_channels=8, d_channels=8, ema_decay=0.9)
+CFG = ImagineConfig(kind="gan", image_size=32, latent_dim=8, text_dim=16, word_dim=8, g_channels=8, d_channels=8, ema_decay=0.9)
 TRAIN = ImagineTrainParams(epochs=2, batch_size=8, lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.9), augment="translation",
-                           mismatch_weight=1.0, num_samples=4, sample_seed=0, seed=0, precision="fp32", threads_per_worker=1,
+                           mismatch_weight=1.0, kl_weight=1.0, num_samples=4, sample_seed=0, seed=0, precision="fp32", threads_per_worker=1,
                            fail_at_epoch=-1)
 V = 12
+
+
+CVAE_CFG = dataclasses.replace(CFG, kind="cvae")
 
 
 def _captions(n: int, seed: int = 0) -> list[list[list[int]]]:
@@ -97,6 +100,78 @@ def test_training_is_deterministic_and_a_resumed_run_equals_an_uninterrupted_one
             assert torch.equal(value, resumed[key][name]), (key, name)
     assert [r["d_loss"] for r in straight["history"]] == [r["d_loss"] for r in resumed["history"]]
     assert straight["progress"].shape == (3, 4, 32, 32, 3)
+
+
+def test_cvae_shapes_and_loss_terms():
+    torch.manual_seed(0)
+    dec, enc = ConditionalDecoder(CVAE_CFG, V), ConditionalEncoder(CVAE_CFG, V)
+    tokens, lengths = pad([[4, 5, 6], [7], [8, 9]])
+    x = dec(torch.randn(3, CFG.latent_dim), tokens, lengths)
+    assert x.shape == (3, 3, 32, 32)
+    mu, logvar = enc(x.clamp(-1, 1), tokens, lengths)
+    assert mu.shape == logvar.shape == (3, CFG.latent_dim)
+    out = CVAE(enc, dec)(x.detach().clamp(-1, 1), tokens, lengths, torch.randn(3, CFG.latent_dim), kl_weight=0.5)
+    assert all(v.shape == () and torch.isfinite(v) for v in out.values())
+    assert float(out["recon_nll"].detach()) > 0 and float(out["kl"].detach()) >= 0
+    torch.testing.assert_close(out["loss"], out["recon_nll"] + 0.5 * out["kl"])
+    images = imagine(dec, tokens, lengths, 2, seed=0)
+    assert images.shape == (3, 2, 32, 32, 3) and images.dtype == torch.uint8
+    assert set(build_parts(CVAE_CFG, V)) == {"generator", "generator_ema", "encoder"}
+
+
+def test_cvae_caption_changes_the_image_and_padding_does_not():
+    torch.manual_seed(0)
+    dec = ConditionalDecoder(CVAE_CFG, V)
+    for p in dec.parameters():  # FiLM starts at identity: give the caption a say at once
+        p.data.add_(0.05 * torch.randn_like(p))
+    dec.eval()
+    z = torch.randn(1, CFG.latent_dim)
+    a = dec(z, *pad([[4, 5]]))
+    assert not torch.allclose(a, dec(z, *pad([[6, 7]])), atol=1e-4)
+    torch.testing.assert_close(dec(z, torch.tensor([[4, 5, 0, 0]]), torch.tensor([2])), a)
+    torch.testing.assert_close(dec(z.repeat(3, 1), *pad([[4, 5]] * 3))[1:2], a)  # per example: no batch statistics
+
+
+def test_one_cvae_training_step_moves_encoder_and_decoder():
+    torch.manual_seed(0)
+    model = CVAE(ConditionalEncoder(CVAE_CFG, V), ConditionalDecoder(CVAE_CFG, V))
+    ema = EMA(model.decoder, decay=0.9)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    out = cvae_train_step(model, images, *pad([[4, 5], [6], [7, 8, 9], [10]]), opt, ema=ema, kl_weight=1.0,
+                          generator=torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(v) for v in out.values()) and float(out["pixel_std"]) > 0
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()) if a.numel() > 1
+               and not a.eq(0).all())  # every initialised weight moved
+    assert model.encoder.text.embed.weight.grad is not None and model.decoder.text.embed.weight.grad is not None
+    assert ema.num_updates == 1
+
+
+def test_cvae_training_is_deterministic_resumable_and_loads_as_an_imaginer(tmp_path):
+    data = {**_data(), "model_cfg": CVAE_CFG}
+    train = dataclasses.replace(TRAIN, lr_g=1e-3, betas=(0.9, 0.999))
+    straight = fit_imagine(LocalSession(), cfg=dataclasses.replace(train, epochs=3), **data)
+    again = fit_imagine(LocalSession(), cfg=dataclasses.replace(train, epochs=3), **data)
+    first = LocalSession()
+    fit_imagine(first, cfg=train, **data)
+    resumed = fit_imagine(LocalSession(initial_state=first.last_state), cfg=dataclasses.replace(train, epochs=3),
+                          **data)
+    for key in ("generator", "generator_ema", "encoder"):
+        for name, value in straight[key].items():
+            assert torch.equal(value, again[key][name]), (key, name)
+            assert torch.equal(value, resumed[key][name]), (key, name)
+    assert [r["loss"] for r in straight["history"]] == [r["loss"] for r in resumed["history"]]
+    assert straight["progress"].shape == (3, 4, 32, 32, 3)
+    parts = build_parts(CVAE_CFG, V)
+    for name, module in parts.items():
+        module.load_state_dict(straight[name])
+    vocab = Vocab.build([["a", "red", "circle", "blue", "square", "left", "of", "small"]], min_word_count=1,
+                        max_caption_length=4)
+    assert len(vocab) == V
+    imaginer = Imaginer(save_model_dir(tmp_path / "cvae", parts, CVAE_CFG, vocab))
+    a = imaginer(["a red circle"], n=2, seed=3)
+    assert a.shape == (1, 2, 32, 32, 3) and torch.equal(a, imaginer(["a red circle"], n=2, seed=3))
 
 
 def test_captions_the_model_cannot_read_are_refused_naming_the_problem():
