@@ -177,7 +177,14 @@ def calibrate_batchnorm(backbone: Backbone, seed: int) -> None:
         m.reset_running_stats()
         m.momentum = None  # cumulative average: one batch -> exactly its statistics
     backbone.train()
-    backbone.feature_map(_calibration_images(seed))
+    # one thread: the statistics are sums whose rounding follows how the threads split them, and a
+    # model folder pins their SHA-256, so a stage run with 1 thread and one with 2 must agree
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        backbone.feature_map(_calibration_images(seed))
+    finally:
+        torch.set_num_threads(threads)
     backbone.eval()
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum

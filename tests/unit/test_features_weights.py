@@ -137,6 +137,19 @@ def test_random_is_seeded_deterministic_and_leaves_global_rng_alone():
         assert ka == kb and torch.equal(ta, tb)
 
 
+def test_random_weights_do_not_depend_on_the_thread_count():
+    """A model folder pins the backbone's SHA-256: features run with 1 thread, evaluation with 2, same bytes."""
+    hashes = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            hashes.append(load_backbone("resnet18", weights="random", seed=0, grid_size=2)[1].sha256)
+        finally:
+            torch.set_num_threads(1)  # this module's setting (the fixture above)
+        assert torch.get_num_threads() == 1
+    assert hashes[0] == hashes[1]
+
+
 def test_random_batchnorm_is_calibrated():
     backbone, _ = load_backbone("resnet18", weights="random", seed=0, grid_size=2)
     bn = backbone.trunk.bn1
