@@ -166,6 +166,24 @@ def diagnostics(generator: nn.Module, tokens: Tensor, lengths: Tensor, real: np.
     return metrics, torch.from_numpy(images[:PROGRESS_CAPTIONS].copy())
 
 
+def _end_epoch(session: Session, state: dict[str, Any], snapshot: Callable[[], dict[str, Any]], *, epoch: int,
+               sums: dict[str, float], steps: int, seen: int, start: float, epoch_start_time: float,
+               sample: Callable[[], tuple[dict[str, float], Tensor]], bf16: bool) -> None:
+    """An epoch's metrics (mean losses, throughput; on the chief the diagnostics and a progress row), then
+    :meth:`Session.end_epoch`: the same for the GAN and the CVAE loops."""
+    train_seconds = time.perf_counter() - start
+    metrics: dict[str, float] = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()},
+                                 "train_images_per_s": seen * session.world_size / max(train_seconds, 1e-9),
+                                 "epoch_start_time": epoch_start_time}
+    if session.is_chief:
+        values, row = sample()
+        metrics.update(values)
+        state["progress"] = torch.cat([state["progress"], row[None]])
+    metrics["epoch_seconds"] = time.perf_counter() - start
+    metrics["bf16_autocast"] = float(bf16)
+    session.end_epoch(state, metrics, checkpoint=snapshot)
+
+
 def fit_imagine(session: Session, *, train_images: Tensor, train_tokens: list[list[list[int]]],
                 val_images: Tensor, val_tokens: list[list[int]], vocab_size: int, model_cfg: ImagineConfig,
                 cfg: ImagineTrainParams, storage_dir: str = "",
@@ -240,17 +258,10 @@ def fit_imagine(session: Session, *, train_images: Tensor, train_tokens: list[li
             seen += images.shape[0]
             steps += 1
             state["step"] += 1
-        train_seconds = time.perf_counter() - start
-        metrics: dict[str, float] = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()},
-                                     "train_images_per_s": seen * session.world_size / max(train_seconds, 1e-9),
-                                     "epoch_start_time": epoch_start_time}
-        if session.is_chief:
-            values, row = diagnostics(ema.module, val_t, val_l, real, cfg.sample_seed)
-            metrics.update(values)
-            state["progress"] = torch.cat([state["progress"], row[None]])
-        metrics["epoch_seconds"] = time.perf_counter() - start
-        metrics["bf16_autocast"] = float(amp is not None)
-        session.end_epoch(state, metrics, checkpoint=snapshot)
+        _end_epoch(session, state, snapshot, epoch=epoch, sums=sums, steps=steps, seen=seen, start=start,
+                   epoch_start_time=epoch_start_time, sample=lambda: diagnostics(ema.module, val_t, val_l, real,
+                                                                                 cfg.sample_seed),
+                   bf16=amp is not None)
     return snapshot()
 
 
@@ -316,17 +327,10 @@ def fit_cvae(session: Session, *, train_images: Tensor, train_tokens: list[list[
             seen += images.shape[0]
             steps += 1
             state["step"] += 1
-        train_seconds = time.perf_counter() - start
-        metrics: dict[str, float] = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()},
-                                     "train_images_per_s": seen * session.world_size / max(train_seconds, 1e-9),
-                                     "epoch_start_time": epoch_start_time}
-        if session.is_chief:
-            values, row = diagnostics(ema.module, val_t, val_l, real, cfg.sample_seed)
-            metrics.update(values)
-            state["progress"] = torch.cat([state["progress"], row[None]])
-        metrics["epoch_seconds"] = time.perf_counter() - start
-        metrics["bf16_autocast"] = float(amp is not None)
-        session.end_epoch(state, metrics, checkpoint=snapshot)
+        _end_epoch(session, state, snapshot, epoch=epoch, sums=sums, steps=steps, seen=seen, start=start,
+                   epoch_start_time=epoch_start_time, sample=lambda: diagnostics(ema.module, val_t, val_l, real,
+                                                                                 cfg.sample_seed),
+                   bf16=amp is not None)
     return snapshot()
 
 
