@@ -33,6 +33,8 @@ class CaptionerModelParams:
     attention_dim: int
     grid_layers: int
     position_embedding: bool
+    grid_stride: int
+    grid_self_attention: int
 
     def __post_init__(self) -> None:
         check_choices(self)

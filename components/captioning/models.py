@@ -72,6 +72,16 @@ class CaptionerConfig:
         position_embedding: Add a learned embedding of each grid position to
             the attention memory (``show_attend_tell`` only), so the context
             vector says *where* the decoder looked, not only what it saw.
+        grid_stride: 1, or 2: a learned 3x3 stride-2 convolution first halves the
+            grid's side (``show_attend_tell`` only; a square grid of even side), so
+            the decoder attends over a quarter of the positions while the encoder
+            still reads the finer cached map (small shapes, README §Captioner).
+        grid_self_attention: Transformer encoder layers (pre-norm, 4 heads) over
+            the grid positions after the position embedding (``show_attend_tell``
+            only): each annotation vector can then say where it is *relative to*
+            the other objects, which the additive attention, scoring every
+            position on its own, cannot work out (which of two objects is on top
+            decides which one a caption names first).
     """
 
     architecture: Architecture
@@ -86,6 +96,8 @@ class CaptionerConfig:
     attention_dim: int
     grid_layers: int
     position_embedding: bool
+    grid_stride: int = 1
+    grid_self_attention: int = 0
 
     def __post_init__(self) -> None:
         config_lib.check_choices(self)
@@ -96,10 +108,24 @@ class CaptionerConfig:
             raise ConfigError(f"grid_layers must be >= 0, got {self.grid_layers}")
         if self.grid_layers and math.isqrt(self.num_positions) ** 2 != self.num_positions:
             raise ConfigError(f"grid_layers needs a square grid, got {self.num_positions} positions")
+        if self.grid_self_attention < 0:
+            raise ConfigError(f"grid_self_attention must be >= 0, got {self.grid_self_attention}")
+        if self.grid_self_attention and self.feature_dim % 4:
+            raise ConfigError(f"grid_self_attention needs feature_dim divisible by its 4 heads, got {self.feature_dim}")
+        if self.grid_stride not in (1, 2):
+            raise ConfigError(f"grid_stride must be 1 or 2, got {self.grid_stride}")
+        if self.grid_stride == 2 and (math.isqrt(self.num_positions) ** 2 != self.num_positions
+                                      or math.isqrt(self.num_positions) % 2):
+            raise ConfigError(f"grid_stride 2 needs a square grid of even side, got {self.num_positions} positions")
         if self.vocab_size <= Vocab.unk_id:
             raise ConfigError(f"vocab_size must exceed the {Vocab.unk_id + 1} special tokens, got {self.vocab_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def memory_positions(self) -> int:
+        """Positions the decoder attends over: ``num_positions`` / ``grid_stride``²."""
+        return self.num_positions // self.grid_stride ** 2
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain JSON-able dict."""
@@ -406,33 +432,50 @@ class AdditiveAttention(nn.Module):
 class GridEncoder(nn.Module):
     """The trainable top of the encoder, over the cached feature grid.
 
-    ``grid_layers`` residual blocks ``a + conv3x3(relu(conv3x3(a)))`` on the
-    ``(side, side, C)`` map, then an optional learned position embedding
-    ``(P, C)`` (zero-initialised, so training starts from the plain grid). The
+    With ``stride`` 2, a 3x3 stride-2 convolution (and a ReLU) first maps the
+    ``(side, side, C)`` map to ``(side/2, side/2, C)``: a learned pooling that
+    keeps what the cached map's finer cells say about small shapes, which an
+    average over 2x2 cells blurs. Then ``grid_layers`` residual blocks
+    ``a + conv3x3(relu(conv3x3(a)))`` and an optional learned position
+    embedding (zero-initialised, so training starts from the plain grid), then
+    ``self_attention`` pre-norm transformer layers over the positions. The
     cached CNN is frozen; this is the part of the encoder the caption loss
     tunes, as fine-tuning the last CNN block would, at a fraction of the cost.
     """
 
-    def __init__(self, *, feature_dim: int, num_positions: int, layers: int, position_embedding: bool) -> None:
+    def __init__(self, *, feature_dim: int, num_positions: int, layers: int, position_embedding: bool,
+                 stride: int = 1, self_attention: int = 0) -> None:
         super().__init__()
         self.side = math.isqrt(num_positions)
+        self.reduce = (nn.Sequential(nn.Conv2d(feature_dim, feature_dim, 3, stride=2, padding=1), nn.ReLU())
+                       if stride == 2 else None)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Conv2d(feature_dim, feature_dim, 3, padding=1), nn.ReLU(),
                           nn.Conv2d(feature_dim, feature_dim, 3, padding=1))
             for _ in range(layers)
         )
-        self.position = nn.Parameter(torch.zeros(num_positions, feature_dim)) if position_embedding else None
+        out_positions = num_positions // stride ** 2
+        self.position = nn.Parameter(torch.zeros(out_positions, feature_dim)) if position_embedding else None
+        self.mixers = nn.ModuleList(
+            nn.TransformerEncoderLayer(feature_dim, nhead=4, dim_feedforward=2 * feature_dim, dropout=0.0,
+                                       batch_first=True, norm_first=True)
+            for _ in range(self_attention)
+        )
 
     def forward(self, grid: Tensor) -> Tensor:
-        """``(B, P, C) -> (B, P, C)``."""
-        if self.blocks:
+        """``(B, P, C) -> (B, P / stride², C)``."""
+        if self.blocks or self.reduce is not None:
             b, p, c = grid.shape
             x = grid.transpose(1, 2).reshape(b, c, self.side, self.side)  # (B, C, S, S)
+            if self.reduce is not None:
+                x = self.reduce(x)  # (B, C, S/2, S/2)
             for block in self.blocks:
                 x = x + block(x)
-            grid = x.flatten(2).transpose(1, 2)  # (B, P, C)
+            grid = x.flatten(2).transpose(1, 2)  # (B, P', C)
         if self.position is not None:
             grid = grid + self.position
+        for mixer in self.mixers:
+            grid = mixer(grid)
         return grid
 
 
@@ -459,7 +502,8 @@ class ShowAttendTell(CaptionModel):
     def __init__(self, cfg: CaptionerConfig) -> None:
         super().__init__(cfg)
         self.encoder = GridEncoder(feature_dim=cfg.feature_dim, num_positions=cfg.num_positions,
-                                   layers=cfg.grid_layers, position_embedding=cfg.position_embedding)
+                                   layers=cfg.grid_layers, position_embedding=cfg.position_embedding,
+                                   stride=cfg.grid_stride, self_attention=cfg.grid_self_attention)
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=Vocab.pad_id)
         self.attention = AdditiveAttention(feature_dim=cfg.feature_dim, hidden_dim=cfg.hidden_dim,
                                            attention_dim=cfg.attention_dim)
@@ -474,7 +518,7 @@ class ShowAttendTell(CaptionModel):
         self.out_h = nn.Linear(cfg.hidden_dim, cfg.embed_dim)  # L_h
         self.out_z = nn.Linear(cfg.feature_dim, cfg.embed_dim)  # L_z
         self.out = nn.Linear(cfg.embed_dim, cfg.vocab_size)  # L_o
-        self.project_values = cfg.num_positions < cfg.feature_dim  # see _values
+        self.project_values = cfg.memory_positions < cfg.feature_dim  # see _values
 
     def _encode(self, grid: Tensor | None, pooled: Tensor) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
         """The initial recurrent state (``(B, L, H)`` each), the annotation vectors ``(B, P, C)`` and

@@ -49,7 +49,8 @@ def tiny_data(n_images: int = 24) -> CaptionData:
 
 
 MODEL = CaptionerModelParams(architecture="show_attend_tell", cell="gru", embed_dim=16, hidden_dim=32,
-                          num_layers=1, dropout=0.0, attention_dim=16, grid_layers=1, position_embedding=True)
+                          num_layers=1, dropout=0.0, attention_dim=16, grid_layers=1, position_embedding=True,
+                          grid_stride=1, grid_self_attention=0)
 CFG = CaptionerTrainParams(epochs=12, batch_size=8, lr=0.02, weight_decay=0.0, lr_schedule="constant", grad_clip=5.0,
                          label_smoothing=0.0, attention_penalty=0.0, scheduled_sampling=0.0, length_buckets=4,
                          early_stopping_patience=0, seed=0, precision="fp32", threads_per_worker=1, fail_at_epoch=-1)

@@ -217,6 +217,68 @@ def test_grid_encoder_config_checks_and_every_key_is_required():
         CaptionerConfig.from_dict(partial)
 
 
+def test_grid_stride_attends_a_quarter_of_the_positions_through_a_learned_conv():
+    """grid_stride 2: a 3x3 stride-2 conv maps the 4x4 cached grid to 2x2 positions before the blocks; the
+    decoder attends over those 4, the conv is trained, and an old config without the key means stride 1."""
+    torch.manual_seed(0)
+    cfg = make_cfg(num_positions=16, grid_layers=1, position_embedding=True, grid_stride=2)
+    assert cfg.memory_positions == 4
+    model = build_model(cfg)
+    g = torch.Generator().manual_seed(1)
+    grid = torch.randn(B, 16, C, generator=g)
+    _, _, tokens = inputs()
+    out = model(grid, grid.mean(1), tokens)
+    assert out.logits.shape == (B, T - 1, V) and out.alphas.shape == (B, T - 1, 4)
+    assert model.encoder.position.shape == (4, C)
+    # the encoder is conv(stride 2) + ReLU, then the block, then the positions
+    enc = model.encoder
+    x = grid.transpose(1, 2).reshape(B, C, 4, 4)
+    x = torch.relu(torch.nn.functional.conv2d(x, enc.reduce[0].weight, enc.reduce[0].bias, stride=2, padding=1))
+    x = x + enc.blocks[0](x)
+    assert torch.allclose(enc(grid), x.flatten(2).transpose(1, 2) + enc.position, atol=1e-6)
+    out.logits.sum().backward()
+    assert enc.reduce[0].weight.grad.abs().sum() > 0
+    # a finer cached map reaches the decoder: changing one cached cell changes the memory of its 2x2 block
+    moved = grid.clone()
+    moved[:, 5] += 1.0
+    assert not torch.allclose(enc(moved), enc(grid))
+    # the key is optional in config.json (folders written before it: stride 1) and checked
+    old = {k: v for k, v in make_cfg().to_dict().items() if k != "grid_stride"}
+    assert CaptionerConfig.from_dict(old).grid_stride == 1
+    with pytest.raises(ConfigError, match="grid_stride must be 1 or 2"):
+        make_cfg(grid_stride=3)
+    with pytest.raises(ConfigError, match="even side"):
+        make_cfg(num_positions=9, grid_stride=2)
+
+
+def test_grid_self_attention_lets_every_position_read_the_others():
+    """grid_self_attention 1: a change at one position reaches the annotation vectors of every other one
+    (without it, a 3x3 block reaches only the neighbours); trained, under bf16 autocast too; checked."""
+    torch.manual_seed(0)
+    grid = torch.randn(B, 16, C)
+    moved = grid.clone()
+    moved[:, 0] += 1.0  # the top-left corner
+    far = 15  # the bottom-right corner, out of reach of one 3x3 block
+    local = build_model(make_cfg(num_positions=16, grid_layers=1, position_embedding=True)).encoder
+    assert torch.allclose(local(moved)[:, far], local(grid)[:, far])
+    model = build_model(make_cfg(num_positions=16, grid_layers=1, position_embedding=True, grid_self_attention=1))
+    mixed = model.encoder
+    assert not torch.allclose(mixed(moved)[:, far], mixed(grid)[:, far])
+    _, _, tokens = inputs()
+    out = model(grid, grid.mean(1), tokens)
+    assert out.alphas.shape == (B, T - 1, 16)
+    out.logits.sum().backward()
+    assert mixed.mixers[0].self_attn.in_proj_weight.grad.abs().sum() > 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(model(grid, grid.mean(1), tokens).logits.float()).all()
+    old = {k: v for k, v in make_cfg().to_dict().items() if k != "grid_self_attention"}
+    assert CaptionerConfig.from_dict(old).grid_self_attention == 0
+    with pytest.raises(ConfigError, match="grid_self_attention must be >= 0"):
+        make_cfg(grid_self_attention=-1)
+    with pytest.raises(ConfigError, match="divisible by its 4 heads"):
+        make_cfg(feature_dim=6, grid_self_attention=1)
+
+
 def test_config_names_are_the_registry_keys():
     """config.py states the names (it imports no model code); the registries must have exactly them."""
     assert sorted(get_args(Architecture)) == sorted(MODELS)
