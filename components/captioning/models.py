@@ -474,8 +474,14 @@ class GridEncoder(nn.Module):
             grid = x.flatten(2).transpose(1, 2)  # (B, P', C)
         if self.position is not None:
             grid = grid + self.position
-        for mixer in self.mixers:
-            grid = mixer(grid)
+        if self.mixers:
+            # float32 under CPU autocast: the layer's bf16 attention and backward ran 4x slower than
+            # float32 on the project's AMX CPU (62 against 16 ms for a batch of 32 x 144 x 64, fwd +
+            # bwd); CUDA autocast is a different context and keeps bf16 there
+            with torch.autocast("cpu", enabled=False):
+                grid = grid.float()
+                for mixer in self.mixers:
+                    grid = mixer(grid)
         return grid
 
 
