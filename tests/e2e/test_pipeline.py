@@ -36,6 +36,22 @@ def _run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 1500) -
     return proc
 
 
+def _start_queue(repo: Path, jobs: int) -> None:
+    """``dvc queue start -j jobs``, its output in ``.dvc/tmp/queue-start.log``, not a pipe.
+
+    The queue workers it spawns inherit its stdout and stderr; with a pipe, a worker that outlives the
+    queue (a celery worker idle in the broker's poll loop) kept the pipe open and ``subprocess.run``
+    waited for it until the test's timeout. (No ``dvc queue stop`` after: the filesystem broker keeps the
+    broadcast, and it would stop the workers a later test starts, pipelines/seeds.py.)"""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    log = repo / ".dvc" / "tmp" / "queue-start.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=env,
+                              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=300)
+    assert proc.returncode == 0, f"dvc queue start failed ({proc.returncode}):\n{log.read_text()[-3000:]}"
+
+
 @pytest.fixture(scope="module")
 def smoke_repo(tmp_path_factory, request) -> Path:
     """Tracked and untracked-not-ignored files of the repo, as a fresh git repo on smoke params."""
@@ -280,7 +296,7 @@ def test_two_queued_experiments_run_at_once_into_the_projects_store(smoke_repo):
     for name, n in epochs.items():
         _run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train_vae.train.epochs={n}",
               "-S", "train_vae.train.lr=0.0015", "train_vae"], smoke_repo)
-    _run(["dvc", "queue", "start", "-j", "2"], smoke_repo)  # the workers exit once the queue is empty
+    _start_queue(smoke_repo, 2)
     _wait_for_experiments(smoke_repo, set(epochs))
     new = {r.data.tags.get("capsynth.dvc_experiment"): r for r in _stage_runs(smoke_repo, "train_vae")
            if r.info.run_id not in known}

@@ -27,7 +27,7 @@ import pytest
 
 from components import tracking
 from components.ray_adapter import free_port
-from tests.e2e.test_pipeline import _run, _wait_for_experiments, smoke_repo  # noqa: F401 (smoke_repo: a fixture)
+from tests.e2e.test_pipeline import _run, _start_queue, _wait_for_experiments, smoke_repo  # noqa: F401 (smoke_repo: a fixture)
 from tests.servers import stop_group, wait_for_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -233,7 +233,9 @@ def test_two_queued_experiments_run_at_once_into_the_server(server, smoke_repo):
     for name, n in epochs.items():
         _run_on(server, ["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train_vae.train.epochs={n}",
                          "-S", "train_vae.train.lr=0.0015", "train_vae"], smoke_repo)
-    _run_on(server, ["dvc", "queue", "start", "-j", "2"], smoke_repo)  # the workers exit once the queue is empty
+    with pytest.MonkeyPatch.context() as mp:  # the queue's workers inherit the server's URI
+        mp.setenv("MLFLOW_TRACKING_URI", server.uri)
+        _start_queue(smoke_repo, 2)
     _wait_for_experiments(smoke_repo, set(epochs))
     new = {r.data.tags.get("capsynth.dvc_experiment"): r for r in _stage_runs(server, "train_vae")
            if r.info.run_id not in known}
