@@ -7,6 +7,7 @@
     .venv/bin/python -m bench.captioner step                # (d) one train step, fp32 vs bf16 autocast
     .venv/bin/python -m bench.captioner scst                # (e) SCST sampled captions/s vs cross-entropy captions/s
     .venv/bin/python -m bench.captioner rewards             # (f) SCST rewards and baselines over seeds: test scores
+    .venv/bin/python -m bench.captioner quality -S KEY=VALUE ...   # (g) test scores of one setting, from scratch
 
 (a) Both sides run ``fit_captioner`` on the same generated data and params:
 once in this process through a ``LocalSession``, once under ``TorchTrainer``
@@ -55,6 +56,17 @@ replaced), then the kept model's test captions with the stage's beam search:
 names-all-objects, relation F1, exact-scene accuracy, CIDEr-D and BLEU-4, as
 mean ± std over the seeds, beside the cross-entropy model's (one model: the
 seeds vary the fine-tuning's samples, not the model it starts from).
+
+(g) ``quality``: one setting end to end, for comparisons of the encoder or the
+data size that need their own features: ``params.yaml`` with the ``-S
+dotted.key=value`` overrides (YAML values) is written to ``--work``, then the
+``prepare`` and ``features`` stages' own commands fill ``--work`` (skipped when
+their folder is there: reuse a ``--work`` only with the same prepare and
+features params), ``fit_captioner`` trains in this process (early stopping
+off) and the best model's test captions (beam 3) are scored; with
+``--scst-epochs N``, ``fit_scst`` (``finetune_captioner.train``, N epochs)
+from that model, scored the same way. One JSON line per model, also appended
+to ``<work>/quality.jsonl``; the trained model folder is kept in ``--work``.
 """
 
 from __future__ import annotations
@@ -398,6 +410,87 @@ def bench_rewards(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+def bench_quality(args: argparse.Namespace) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from ruamel.yaml import YAML
+
+    from components.captioning.data import load_caption_data
+    from components.captioning.finetune import fit_scst
+    from components.captioning.fit import decode_split, fit_captioner
+    from components.captioning.io import save_model_dir
+    from components.captioning.models import CaptionerConfig, build_model
+    from components.data.folders import PreparedDir
+    from components.data.synthetic import read_scenes
+    from components.metrics.captions import quick_scores
+    from components.metrics.semantic import scene_accuracy
+    from components.train.session import LocalSession
+    from pipelines.config import load_params
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    yaml = YAML()
+    raw = yaml.load(Path(args.params).read_text())
+    for item in args.set:
+        key, _, value = item.partition("=")
+        *path, last = key.split(".")
+        node = raw
+        for part in path:
+            node = node[part]
+        if last not in node:
+            raise SystemExit(f"bench.captioner quality: -S {item}: no key {key!r} in {args.params}")
+        node[last] = yaml.load(value)
+    params_file = work / f"params-{args.tag}.yaml"
+    with open(params_file, "w") as f:
+        yaml.dump(raw, f)
+    params = load_params(str(params_file))  # checks the overrides: an unknown key or a wrong type stops here
+    prepared, features = work / "prepared", work / "features"
+    for folder, cmd in ((prepared, ["pipelines.prepare", "--out", str(prepared), "--report", str(work / "prepare.json")]),
+                        (features, ["pipelines.features", "--prepared", str(prepared), "--out", str(features)])):
+        if not folder.exists():
+            subprocess.run([sys.executable, "-m", cmd[0], "--params", str(params_file), *cmd[1:]], check=True)
+    data = load_caption_data(str(features), str(prepared))
+    scenes = read_scenes(PreparedDir(str(prepared)).scenes)
+    test = data.splits["test"]
+    keys = ("names_all_objects", "relation_f1", "exact_scene_accuracy", "cider", "bleu_4")
+
+    def scores(model: torch.nn.Module) -> dict[str, float]:
+        captions, _ = decode_split(model.eval(), data, test, beam_size=3, length_penalty=0.0)
+        found = {**quick_scores(captions, test.references), **scene_accuracy(captions, scenes)}
+        return {k: round(found[k], 4) for k in keys}
+
+    def report(row: dict) -> None:
+        print(json.dumps(row), flush=True)
+        with open(work / "quality.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    cfg = dataclasses.replace(params.train_captioner.train, early_stopping_patience=0, threads_per_worker=args.threads)
+    t0 = time.perf_counter()
+    session = LocalSession()
+    state = fit_captioner(session, data=data, model_params=params.train_captioner.model, cfg=cfg)
+    seconds = time.perf_counter() - t0
+    model_cfg = CaptionerConfig.from_dict(state["model_config"])
+    model = build_model(model_cfg)
+    model.load_state_dict(state["best_model"])
+    model_dir = save_model_dir(work / f"captioner-{args.tag}", model, model_cfg, data.vocab)
+    row = {"tag": args.tag, "set": args.set, "model": "cross-entropy", "train_seconds": round(seconds),
+           "best_epoch": state["best_epoch"], "val_cider": [round(h["val_cider"], 3) for h in session.history],
+           "test_images": len(test.image_ids), **scores(model)}
+    report(row)
+    if args.scst_epochs:
+        scst_cfg = dataclasses.replace(params.finetune_captioner.train, epochs=args.scst_epochs,
+                                       threads_per_worker=args.threads)
+        t0 = time.perf_counter()
+        scst = fit_scst(LocalSession(), data=data, captioner_dir=str(model_dir), cfg=scst_cfg, scenes=scenes)
+        tuned = build_model(CaptionerConfig.from_dict(scst["model_config"]))
+        tuned.load_state_dict(scst["best_model"])
+        report({"tag": args.tag, "set": args.set, "model": f"scst, {args.scst_epochs} epochs",
+                "train_seconds": round(time.perf_counter() - t0), "best_epoch": scst["best_epoch"],
+                "test_images": len(test.image_ids), **scores(tuned)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="which", required=True)
@@ -448,6 +541,15 @@ def main() -> None:
     rewards.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     rewards.add_argument("--threads", type=int, default=2)
     rewards.set_defaults(fn=bench_rewards)
+    quality = sub.add_parser("quality", help="(g) test scores of one setting from scratch (its own data and features)")
+    quality.add_argument("--params", default="params.yaml")
+    quality.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a params key (dotted, YAML value); repeatable")
+    quality.add_argument("--work", required=True, help="folder for the params, data, features and models")
+    quality.add_argument("--tag", default="run", help="names the params file and the model folder in --work")
+    quality.add_argument("--scst-epochs", type=int, default=0, help="then SCST for this many epochs (0: none)")
+    quality.add_argument("--threads", type=int, default=2)
+    quality.set_defaults(fn=bench_quality)
     args = parser.parse_args()
     args.fn(args)
 
