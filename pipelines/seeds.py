@@ -73,8 +73,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def check_params(params_file: Path, overrides: Mapping[str, Any]) -> None:
-    """Fail naming the key when ``params_file`` with ``overrides`` is not a valid config."""
+def check_params(params_file: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``params_file`` with ``overrides`` set (dotted keys), as a dict; fail naming the key when it is not a
+    valid config."""
     from pipelines import config
 
     data = config._read_yaml(params_file)
@@ -92,6 +93,7 @@ def check_params(params_file: Path, overrides: Mapping[str, Any]) -> None:
         config.build_params(data, source=f"{params_file} + -S overrides")
     except config.ConfigError as err:
         raise SeedsError(str(err)) from err
+    return data
 
 
 def _git(*args: str) -> str:

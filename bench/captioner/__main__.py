@@ -356,13 +356,9 @@ def bench_scst(args: argparse.Namespace) -> None:
 def bench_rewards(args: argparse.Namespace) -> None:
     from components.captioning.data import load_caption_data
     from components.captioning.finetune import fit_scst
-    from components.captioning.fit import decode_split
     from components.captioning.io import load_model_dir
-    from components.captioning.models import CaptionerConfig, build_model
     from components.data.folders import PreparedDir
     from components.data.synthetic import read_scenes
-    from components.metrics.captions import quick_scores
-    from components.metrics.semantic import scene_accuracy
     from components.train.session import LocalSession
     from pipelines.config import load_params
 
@@ -370,13 +366,11 @@ def bench_rewards(args: argparse.Namespace) -> None:
     data = load_caption_data(args.features, args.prepared)
     scenes = read_scenes(PreparedDir(args.prepared).scenes)
     test = data.splits["test"]
-    keys = ("names_all_objects", "relation_f1", "exact_scene_accuracy", "cider", "bleu_4")
+    keys = TEST_KEYS
 
     def scores(model) -> dict[str, float]:
-        captions, _ = decode_split(model, data, test, beam_size=params.decode.beam_size,
-                                   length_penalty=params.decode.length_penalty)
-        found = {**quick_scores(captions, test.references), **scene_accuracy(captions, scenes)}
-        return {k: found[k] for k in keys}
+        return _test_scores(model, data, scenes, beam_size=params.decode.beam_size,
+                            length_penalty=params.decode.length_penalty)
 
     def row(name: str, runs: list[dict[str, float]], seconds: float) -> str:
         cells = []
@@ -400,14 +394,37 @@ def bench_rewards(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             state = fit_scst(LocalSession(), data=data, captioner_dir=args.model, cfg=cfg, scenes=scenes)
             seconds.append(time.perf_counter() - t0)
-            model = build_model(CaptionerConfig.from_dict(state["model_config"]))
-            model.load_state_dict(state["best_model"])
-            runs.append(scores(model.eval()))
+            runs.append(scores(_best_model(state)[0]))
             print(f"  {setting} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in runs[-1].items())
                   + f" (best epoch {state['best_epoch']}, {seconds[-1]:.0f} s)", flush=True)
         lines.append(row(f"{reward}, baseline {baseline or params.train.baseline}", runs, statistics.mean(seconds)))
         print(lines[-1], flush=True)
     print("\n".join(lines))
+
+
+TEST_KEYS = ("names_all_objects", "relation_f1", "exact_scene_accuracy", "cider", "bleu_4")
+
+
+def _test_scores(model: torch.nn.Module, data, scenes, *, beam_size: int, length_penalty: float) -> dict[str, float]:
+    """``TEST_KEYS`` of ``model``'s beam-search captions of the test split (quick scorer and scene scores)."""
+    from components.captioning.fit import decode_split
+    from components.metrics.captions import quick_scores
+    from components.metrics.semantic import scene_accuracy
+
+    test = data.splits["test"]
+    captions, _ = decode_split(model.eval(), data, test, beam_size=beam_size, length_penalty=length_penalty)
+    found = {**quick_scores(captions, test.references), **scene_accuracy(captions, scenes)}
+    return {k: found[k] for k in TEST_KEYS}
+
+
+def _best_model(state: dict):
+    """The model of a fit's final state (``model_config``, ``best_model``) and its config."""
+    from components.captioning.models import CaptionerConfig, build_model
+
+    cfg = CaptionerConfig.from_dict(state["model_config"])
+    model = build_model(cfg)
+    model.load_state_dict(state["best_model"])
+    return model, cfg
 
 
 def bench_quality(args: argparse.Namespace) -> None:
@@ -419,33 +436,24 @@ def bench_quality(args: argparse.Namespace) -> None:
 
     from components.captioning.data import load_caption_data
     from components.captioning.finetune import fit_scst
-    from components.captioning.fit import decode_split, fit_captioner
+    from components.captioning.fit import fit_captioner
     from components.captioning.io import save_model_dir
-    from components.captioning.models import CaptionerConfig, build_model
     from components.data.folders import PreparedDir
     from components.data.synthetic import read_scenes
-    from components.metrics.captions import quick_scores
-    from components.metrics.semantic import scene_accuracy
     from components.train.session import LocalSession
     from pipelines.config import load_params
+    from pipelines.seeds import SeedsError, check_params, parse_overrides
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    yaml = YAML()
-    raw = yaml.load(Path(args.params).read_text())
-    for item in args.set:
-        key, _, value = item.partition("=")
-        *path, last = key.split(".")
-        node = raw
-        for part in path:
-            node = node[part]
-        if last not in node:
-            raise SystemExit(f"bench.captioner quality: -S {item}: no key {key!r} in {args.params}")
-        node[last] = yaml.load(value)
+    try:  # an unknown key or a wrong type stops here, naming it
+        raw = check_params(Path(args.params), parse_overrides(args.set))
+    except SeedsError as err:
+        raise SystemExit(f"bench.captioner quality: {err}") from err
     params_file = work / f"params-{args.tag}.yaml"
     with open(params_file, "w") as f:
-        yaml.dump(raw, f)
-    params = load_params(str(params_file))  # checks the overrides: an unknown key or a wrong type stops here
+        YAML().dump(raw, f)
+    params = load_params(str(params_file))
     prepared, features = work / "prepared", work / "features"
     for folder, cmd in ((prepared, ["pipelines.prepare", "--out", str(prepared), "--report", str(work / "prepare.json")]),
                         (features, ["pipelines.features", "--prepared", str(prepared), "--out", str(features)])):
@@ -453,42 +461,32 @@ def bench_quality(args: argparse.Namespace) -> None:
             subprocess.run([sys.executable, "-m", cmd[0], "--params", str(params_file), *cmd[1:]], check=True)
     data = load_caption_data(str(features), str(prepared))
     scenes = read_scenes(PreparedDir(str(prepared)).scenes)
-    test = data.splits["test"]
-    keys = ("names_all_objects", "relation_f1", "exact_scene_accuracy", "cider", "bleu_4")
+    common = {"tag": args.tag, "set": args.set, "test_images": len(data.splits["test"].image_ids)}
 
-    def scores(model: torch.nn.Module) -> dict[str, float]:
-        captions, _ = decode_split(model.eval(), data, test, beam_size=3, length_penalty=0.0)
-        found = {**quick_scores(captions, test.references), **scene_accuracy(captions, scenes)}
-        return {k: round(found[k], 4) for k in keys}
-
-    def report(row: dict) -> None:
-        print(json.dumps(row), flush=True)
+    def report(model: torch.nn.Module, row: dict) -> None:
+        scores = _test_scores(model, data, scenes, beam_size=3, length_penalty=0.0)
+        line = json.dumps({**common, **row, **{k: round(v, 4) for k, v in scores.items()}})
+        print(line, flush=True)
         with open(work / "quality.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(line + "\n")
 
     cfg = dataclasses.replace(params.train_captioner.train, early_stopping_patience=0, threads_per_worker=args.threads)
     t0 = time.perf_counter()
     session = LocalSession()
     state = fit_captioner(session, data=data, model_params=params.train_captioner.model, cfg=cfg)
     seconds = time.perf_counter() - t0
-    model_cfg = CaptionerConfig.from_dict(state["model_config"])
-    model = build_model(model_cfg)
-    model.load_state_dict(state["best_model"])
+    model, model_cfg = _best_model(state)
     model_dir = save_model_dir(work / f"captioner-{args.tag}", model, model_cfg, data.vocab)
-    row = {"tag": args.tag, "set": args.set, "model": "cross-entropy", "train_seconds": round(seconds),
-           "best_epoch": state["best_epoch"], "val_cider": [round(h["val_cider"], 3) for h in session.history],
-           "test_images": len(test.image_ids), **scores(model)}
-    report(row)
+    report(model, {"model": "cross-entropy", "train_seconds": round(seconds), "best_epoch": state["best_epoch"],
+                   "val_cider": [round(h["val_cider"], 3) for h in session.history]})
     if args.scst_epochs:
         scst_cfg = dataclasses.replace(params.finetune_captioner.train, epochs=args.scst_epochs,
                                        threads_per_worker=args.threads)
         t0 = time.perf_counter()
         scst = fit_scst(LocalSession(), data=data, captioner_dir=str(model_dir), cfg=scst_cfg, scenes=scenes)
-        tuned = build_model(CaptionerConfig.from_dict(scst["model_config"]))
-        tuned.load_state_dict(scst["best_model"])
-        report({"tag": args.tag, "set": args.set, "model": f"scst, {args.scst_epochs} epochs",
-                "train_seconds": round(time.perf_counter() - t0), "best_epoch": scst["best_epoch"],
-                "test_images": len(test.image_ids), **scores(tuned)})
+        report(_best_model(scst)[0], {"model": f"scst, {args.scst_epochs} epochs",
+                                      "train_seconds": round(time.perf_counter() - t0),
+                                      "best_epoch": scst["best_epoch"]})
 
 
 def main() -> None:

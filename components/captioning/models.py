@@ -106,7 +106,9 @@ class CaptionerConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.grid_layers < 0:
             raise ConfigError(f"grid_layers must be >= 0, got {self.grid_layers}")
-        if self.grid_layers and math.isqrt(self.num_positions) ** 2 != self.num_positions:
+        side = math.isqrt(self.num_positions)
+        square = side * side == self.num_positions
+        if self.grid_layers and not square:
             raise ConfigError(f"grid_layers needs a square grid, got {self.num_positions} positions")
         if self.grid_self_attention < 0:
             raise ConfigError(f"grid_self_attention must be >= 0, got {self.grid_self_attention}")
@@ -114,8 +116,7 @@ class CaptionerConfig:
             raise ConfigError(f"grid_self_attention needs feature_dim divisible by its 4 heads, got {self.feature_dim}")
         if self.grid_stride not in (1, 2):
             raise ConfigError(f"grid_stride must be 1 or 2, got {self.grid_stride}")
-        if self.grid_stride == 2 and (math.isqrt(self.num_positions) ** 2 != self.num_positions
-                                      or math.isqrt(self.num_positions) % 2):
+        if self.grid_stride == 2 and (not square or side % 2):
             raise ConfigError(f"grid_stride 2 needs a square grid of even side, got {self.num_positions} positions")
         if self.vocab_size <= Vocab.unk_id:
             raise ConfigError(f"vocab_size must exceed the {Vocab.unk_id + 1} special tokens, got {self.vocab_size}")

@@ -27,10 +27,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 BIN = Path(sys.executable).parent
 
 
+def _env() -> dict[str, str]:
+    """The environment of the commands run in the throwaway repo: the venv's tools first, no analytics."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+
+
 def _run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 1500) -> subprocess.CompletedProcess:
     """Run a command in the throwaway repo; a command that hangs fails the test after ``timeout`` s."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -43,11 +47,10 @@ def _start_queue(repo: Path, jobs: int) -> None:
     queue (a celery worker idle in the broker's poll loop) kept the pipe open and ``subprocess.run``
     waited for it until the test's timeout. (No ``dvc queue stop`` after: the filesystem broker keeps the
     broadcast, and it would stop the workers a later test starts, pipelines/seeds.py.)"""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
     log = repo / ".dvc" / "tmp" / "queue-start.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=env,
+        proc = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=_env(),
                               stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=300)
     assert proc.returncode == 0, f"dvc queue start failed ({proc.returncode}):\n{log.read_text()[-3000:]}"
 
