@@ -54,6 +54,7 @@ class CaptionerTrainParams:
     attention_penalty: float  # lambda of Xu et al. 2015 eq. 14
     scheduled_sampling: float  # final probability, ramped linearly from 0 (Bengio et al. 2015)
     length_buckets: int  # batches per length bucket (LengthBucketBatches); 0: plain shuffled batches
+    grid_shift: int  # augmentation: each training grid moved by up to this many cells (train.shift_grids); 0: off
     early_stopping_patience: int  # epochs without a better val CIDEr; 0: never stop early
     seed: int
     precision: Precision  # bf16 autocast: auto (where the hardware has it) | bf16 | fp32
@@ -64,6 +65,8 @@ class CaptionerTrainParams:
         check_choices(self)
         if self.length_buckets < 0:
             raise ConfigError(f"train_captioner.train.length_buckets must be >= 0, got {self.length_buckets}")
+        if self.grid_shift < 0:
+            raise ConfigError(f"train_captioner.train.grid_shift must be >= 0, got {self.grid_shift}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,8 +37,10 @@ from components.captioning.train import (
     LengthBucketBatches,
     collate_captions,
     evaluate_loss,
+    shift_grids,
     train_step,
 )
+from components.config import ConfigError
 from components.metrics.captions import quick_scores
 from components.train.guard import guard
 from components.train.precision import autocast_dtype
@@ -144,6 +146,10 @@ def fit_captioner(
     device = session.device
     model_cfg = CaptionerConfig(vocab_size=len(data.vocab), feature_dim=data.feature_dim,
                                    num_positions=data.num_positions, **dataclasses.asdict(model_params))
+    side = math.isqrt(data.num_positions)
+    if cfg.grid_shift and not (side * side == data.num_positions and cfg.grid_shift < side):
+        raise ConfigError(f"train_captioner.train.grid_shift: {cfg.grid_shift} needs a square grid of more than "
+                          f"{cfg.grid_shift} cells a side, the features have {data.num_positions} positions")
     model = session.prepare_model(build_model(model_cfg))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(optimizer, cfg)
@@ -163,6 +169,7 @@ def fit_captioner(
                            session=session, length_buckets=cfg.length_buckets)
     val_loader = _loader(data.splits["val"], data, cfg.batch_size, shuffle=False, seed=cfg.seed, session=None)
     sampling_gen = torch.Generator(device="cpu")
+    shift_gen = torch.Generator(device="cpu")
 
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         if cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience:
@@ -173,6 +180,7 @@ def fit_captioner(
         if train_loader.generator is not None:
             train_loader.generator.manual_seed(derive_seed(cfg.seed, epoch, 1))  # the shuffle (one process)
         sampling_gen.manual_seed(derive_seed(cfg.seed, session.rank, epoch, 2))  # scheduled sampling
+        shift_gen.manual_seed(derive_seed(cfg.seed, session.rank, epoch, 3))  # grid_shift
         for epoch_sampler in (train_loader.sampler, train_loader.batch_sampler):
             if hasattr(epoch_sampler, "set_epoch"):  # DistributedSampler / LengthBucketBatches: seed + epoch
                 epoch_sampler.set_epoch(epoch)
@@ -180,6 +188,7 @@ def fit_captioner(
         start = time.perf_counter()
         sums, steps, captions_seen = {"loss": 0.0, "cross_entropy": 0.0, "grad_norm": 0.0}, 0, 0
         for batch in train_loader:
+            batch = shift_grids(batch, cfg.grid_shift, shift_gen)
             out = train_step(model, batch, optimizer, loss_cfg=loss_cfg, grad_clip=cfg.grad_clip or None,
                              sampling_prob=sampling_prob, autocast_dtype=amp,
                              generator=sampling_gen if device.type == "cpu" else None)

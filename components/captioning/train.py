@@ -144,6 +144,42 @@ def collate_captions(items: Sequence[CaptionBatch], *, pad_id: int = Vocab.pad_i
     return CaptionBatch(grid, pooled, tokens[:, :width])
 
 
+def shift_grids(batch: CaptionBatch, max_shift: int, generator: torch.Generator) -> CaptionBatch:
+    """Translate each image's square feature grid by a random whole number of cells (augmentation).
+
+    Every image of the batch moves by its own ``dx, dy`` drawn uniformly from ``-max_shift..max_shift``
+    (``generator``); the cells that enter at an edge repeat that edge's cells (replicate padding:
+    the synthetic scenes' background reaches every edge). The objects move together, so the
+    relations a caption names stay true; what changes is where they lie on the grid, and on a grid
+    cached finer than the decoder attends (``grid_stride`` 2) the phase of the learned pooling.
+    ``pooled`` is left as it is (a mean over the grid, nearly unchanged).
+
+    Args:
+        batch: ``grid`` ``(B, P, C)`` with ``P`` a square.
+        max_shift: Largest shift in cells; 0 returns ``batch`` unchanged (and draws nothing).
+        generator: The draws' random stream (CPU).
+
+    Raises:
+        ValueError: ``P`` is not a square, or ``max_shift`` is negative or not below the grid's side.
+    """
+    if max_shift == 0:
+        return batch
+    b, p, c = batch.grid.shape
+    side = math.isqrt(p)
+    if side * side != p:
+        raise ValueError(f"grid_shift needs a square grid, got {p} positions")
+    if not 0 < max_shift < side:
+        raise ValueError(f"grid_shift must be in 0..{side - 1} for a {side}x{side} grid, got {max_shift}")
+    grid = batch.grid.transpose(1, 2).reshape(b, c, side, side)  # (B, C, S, S)
+    padded = nn.functional.pad(grid, (max_shift,) * 4, mode="replicate")  # (B, C, S+2m, S+2m)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator).to(grid.device)  # (2, B)
+    cells = torch.arange(side, device=grid.device)
+    rows = (offsets[0, :, None] + cells)[:, :, None]  # (B, S, 1)
+    cols = (offsets[1, :, None] + cells)[:, None, :]  # (B, 1, S)
+    shifted = padded.permute(0, 2, 3, 1)[torch.arange(b, device=grid.device)[:, None, None], rows, cols]  # (B, S, S, C)
+    return batch._replace(grid=shifted.reshape(b, p, c))
+
+
 def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -231,4 +267,7 @@ def evaluate_loss(model: nn.Module, loader: Iterable[Sequence[Tensor]], *, loss_
     }
 
 
-__all__ = ["CaptionBatch", "CaptionDataset", "LengthBucketBatches", "collate_captions", "evaluate_loss", "train_step"]
+__all__ = [
+    "CaptionBatch", "CaptionDataset", "LengthBucketBatches", "collate_captions", "evaluate_loss", "shift_grids",
+    "train_step",
+]

@@ -12,6 +12,7 @@ from components.captioning.data import CaptionData, SplitCaptions
 from components.captioning.config import CaptionerModelParams, CaptionerTrainParams
 from components.captioning.fit import decode_split, fit_captioner
 from components.captioning.models import CaptionerConfig, build_model
+from components.config import ConfigError
 from components.data.text import Vocab
 from components.features.store import FeatureSet
 from components.train.session import InjectedFailure, LocalSession
@@ -53,6 +54,7 @@ MODEL = CaptionerModelParams(architecture="show_attend_tell", cell="gru", embed_
                           grid_stride=1, grid_self_attention=0)
 CFG = CaptionerTrainParams(epochs=12, batch_size=8, lr=0.02, weight_decay=0.0, lr_schedule="constant", grad_clip=5.0,
                          label_smoothing=0.0, attention_penalty=0.0, scheduled_sampling=0.0, length_buckets=4,
+                         grid_shift=0,
                          early_stopping_patience=0, seed=0, precision="fp32", threads_per_worker=1, fail_at_epoch=-1)
 
 
@@ -100,11 +102,11 @@ def test_failure_injection_fails_once(tmp_path):
 
 
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one_byte_for_byte(tmp_path):
-    """Dropout, the shuffle, scheduled sampling and a cosine schedule all in play: the resumed run's
-    weights, best model and history are those of the uninterrupted run."""
+    """Dropout, the shuffle, scheduled sampling, grid shifts and a cosine schedule all in play: the resumed
+    run's weights, best model and history are those of the uninterrupted run."""
     data = tiny_data()
     model_params = dataclasses.replace(MODEL, dropout=0.3)
-    cfg = dataclasses.replace(CFG, epochs=4, lr_schedule="cosine", scheduled_sampling=0.5)
+    cfg = dataclasses.replace(CFG, epochs=4, lr_schedule="cosine", scheduled_sampling=0.5, grid_shift=1)
     straight = LocalSession()
     expected = fit_captioner(straight, data=data, model_params=model_params, cfg=cfg)
 
@@ -123,3 +125,15 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one_byte_for_byte(t
     drop = ("train_captions_per_s", "epoch_seconds")
     assert [{k: v for k, v in h.items() if k not in drop} for h in state["history"]] == \
         [{k: v for k, v in h.items() if k not in drop} for h in expected["history"]]
+
+
+def test_grid_shift_changes_what_the_model_is_trained_on_and_is_checked_against_the_grid():
+    data = tiny_data()  # a 2x2 grid
+    cfg = dataclasses.replace(CFG, epochs=1)
+    plain, shifted = LocalSession(), LocalSession()
+    fit_captioner(plain, data=data, model_params=MODEL, cfg=cfg)
+    fit_captioner(shifted, data=data, model_params=MODEL, cfg=dataclasses.replace(cfg, grid_shift=1))
+    assert not torch.equal(plain.last_state["model"]["encoder.position"],
+                           shifted.last_state["model"]["encoder.position"])
+    with pytest.raises(ConfigError, match=r"train_captioner\.train\.grid_shift: 2 .* 4 positions"):
+        fit_captioner(LocalSession(), data=data, model_params=MODEL, cfg=dataclasses.replace(cfg, grid_shift=2))

@@ -156,3 +156,29 @@ def test_length_buckets_split_a_distributed_sampler_into_equal_batch_counts():
         seen += [i for b in got for i in b]
     assert counts[0] == counts[1]  # DDP: every rank the same number of steps
     assert set(seen) == set(range(101))
+
+
+def test_shift_grids_moves_each_grid_by_its_own_offset_and_repeats_the_edges():
+    from components.captioning.train import CaptionBatch, shift_grids
+
+    b, side, c = 256, 5, 3
+    grid = torch.zeros(b, side, side, c)
+    grid[:, 2, 2, 0] = 1.0  # one marked cell in the middle of every grid, channel 0
+    grid[:, :, 0, 1] = 7.0  # the left column, channel 1
+    batch = CaptionBatch(grid.reshape(b, side * side, c), torch.zeros(b, c), torch.zeros(b, 4, dtype=torch.long))
+    out = shift_grids(batch, 2, torch.Generator().manual_seed(0)).grid.reshape(b, side, side, c)
+    again = shift_grids(batch, 2, torch.Generator().manual_seed(0)).grid.reshape(b, side, side, c)
+    assert torch.equal(out, again)  # seeded
+    moves = set()
+    for k in range(b):
+        (y, x), = (out[k, :, :, 0] == 1.0).nonzero().tolist()  # the mark moved, none lost or doubled
+        moves.add((y - 2, x - 2))
+        dx = x - 2
+        if dx >= 0:  # moved right: the left column repeats into the dx cells entering there
+            assert (out[k, :, : dx + 1, 1] == 7.0).all() and (out[k, :, dx + 1 :, 1] == 0.0).all()
+        else:  # moved left: the left column left the grid
+            assert (out[k, :, :, 1] == 0.0).all()
+    assert moves == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}  # every offset drawn
+    assert shift_grids(batch, 0, torch.Generator()) is batch
+    with pytest.raises(ValueError, match="0..4 for a 5x5 grid, got 5"):
+        shift_grids(batch, 5, torch.Generator())
