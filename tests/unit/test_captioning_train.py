@@ -10,7 +10,14 @@ from torch.utils.data import DataLoader
 from components.captioning.decoding import beam_search, greedy_decode
 from components.captioning.losses import LossConfig
 from components.captioning.models import CaptionerConfig, build_model
-from components.captioning.train import CaptionBatch, CaptionDataset, collate_captions, evaluate_loss, train_step
+from components.captioning.train import (
+    CaptionBatch,
+    CaptionDataset,
+    collate_captions,
+    evaluate_loss,
+    shift_grids,
+    train_step,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -159,8 +166,6 @@ def test_length_buckets_split_a_distributed_sampler_into_equal_batch_counts():
 
 
 def test_shift_grids_moves_each_grid_by_its_own_offset_and_repeats_the_edges():
-    from components.captioning.train import CaptionBatch, shift_grids
-
     b, side, c = 256, 5, 3
     grid = torch.zeros(b, side, side, c)
     grid[:, 2, 2, 0] = 1.0  # one marked cell in the middle of every grid, channel 0
