@@ -366,7 +366,6 @@ def bench_rewards(args: argparse.Namespace) -> None:
     data = load_caption_data(args.features, args.prepared)
     scenes = read_scenes(PreparedDir(args.prepared).scenes)
     test = data.splits["test"]
-    keys = TEST_KEYS
 
     def scores(model) -> dict[str, float]:
         return _test_scores(model, data, scenes, beam_size=params.decode.beam_size,
@@ -374,7 +373,7 @@ def bench_rewards(args: argparse.Namespace) -> None:
 
     def row(name: str, runs: list[dict[str, float]], seconds: float) -> str:
         cells = []
-        for k in keys:
+        for k in TEST_KEYS:
             values = [r[k] for r in runs]
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.4f} ± {std:.4f}")

@@ -35,6 +35,7 @@ from components.captioning.models import CaptionerConfig, build_model
 from components.captioning.train import (
     CaptionDataset,
     LengthBucketBatches,
+    check_grid_shift,
     collate_captions,
     evaluate_loss,
     shift_grids,
@@ -146,10 +147,13 @@ def fit_captioner(
     device = session.device
     model_cfg = CaptionerConfig(vocab_size=len(data.vocab), feature_dim=data.feature_dim,
                                    num_positions=data.num_positions, **dataclasses.asdict(model_params))
-    side = math.isqrt(data.num_positions)
-    if cfg.grid_shift and not (side * side == data.num_positions and cfg.grid_shift < side):
-        raise ConfigError(f"train_captioner.train.grid_shift: {cfg.grid_shift} needs a square grid of more than "
-                          f"{cfg.grid_shift} cells a side, the features have {data.num_positions} positions")
+    if cfg.grid_shift:  # before training, naming the key: shift_grids would fail at the first batch
+        try:
+            check_grid_shift(cfg.grid_shift, data.num_positions)
+        except ValueError as err:
+            raise ConfigError(f"train_captioner.train.grid_shift: {cfg.grid_shift} needs a square grid of more "
+                              f"than {cfg.grid_shift} cells a side, the features have {data.num_positions} "
+                              "positions") from err
     model = session.prepare_model(build_model(model_cfg))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(optimizer, cfg)

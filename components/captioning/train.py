@@ -144,6 +144,20 @@ def collate_captions(items: Sequence[CaptionBatch], *, pad_id: int = Vocab.pad_i
     return CaptionBatch(grid, pooled, tokens[:, :width])
 
 
+def check_grid_shift(max_shift: int, positions: int) -> int:
+    """The side of a square grid of ``positions`` cells that :func:`shift_grids` can move by up to ``max_shift``.
+
+    Raises:
+        ValueError: ``positions`` is not a square, or ``max_shift`` is not in ``1..side - 1``.
+    """
+    side = math.isqrt(positions)
+    if side * side != positions:
+        raise ValueError(f"grid_shift needs a square grid, got {positions} positions")
+    if not 0 < max_shift < side:
+        raise ValueError(f"grid_shift must be in 0..{side - 1} for a {side}x{side} grid, got {max_shift}")
+    return side
+
+
 def shift_grids(batch: CaptionBatch, max_shift: int, generator: torch.Generator) -> CaptionBatch:
     """Translate each image's square feature grid by a random whole number of cells (augmentation).
 
@@ -160,16 +174,12 @@ def shift_grids(batch: CaptionBatch, max_shift: int, generator: torch.Generator)
         generator: The draws' random stream (CPU).
 
     Raises:
-        ValueError: ``P`` is not a square, or ``max_shift`` is negative or not below the grid's side.
+        ValueError: As :func:`check_grid_shift`.
     """
     if max_shift == 0:
         return batch
     b, p, c = batch.grid.shape
-    side = math.isqrt(p)
-    if side * side != p:
-        raise ValueError(f"grid_shift needs a square grid, got {p} positions")
-    if not 0 < max_shift < side:
-        raise ValueError(f"grid_shift must be in 0..{side - 1} for a {side}x{side} grid, got {max_shift}")
+    side = check_grid_shift(max_shift, p)
     grid = batch.grid.transpose(1, 2).reshape(b, c, side, side)  # (B, C, S, S)
     padded = nn.functional.pad(grid, (max_shift,) * 4, mode="replicate")  # (B, C, S+2m, S+2m)
     offsets = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator).to(grid.device)  # (2, B)
@@ -268,6 +278,6 @@ def evaluate_loss(model: nn.Module, loader: Iterable[Sequence[Tensor]], *, loss_
 
 
 __all__ = [
-    "CaptionBatch", "CaptionDataset", "LengthBucketBatches", "collate_captions", "evaluate_loss", "shift_grids",
-    "train_step",
+    "CaptionBatch", "CaptionDataset", "LengthBucketBatches", "check_grid_shift", "collate_captions", "evaluate_loss",
+    "shift_grids", "train_step",
 ]
