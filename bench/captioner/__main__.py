@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.captioner beam                # (b) batched beam search vs one image at a time
     .venv/bin/python -m bench.captioner beam --precision fp32   # (b) the same in float32
     .venv/bin/python -m bench.captioner step                # (d) one train step, fp32 vs bf16 autocast
+    .venv/bin/python -m bench.captioner step --compare attention   # (d) additive vs dot-product score, bf16
     .venv/bin/python -m bench.captioner scst                # (e) SCST sampled captions/s vs cross-entropy captions/s
     .venv/bin/python -m bench.captioner rewards             # (f) SCST rewards and baselines over seeds: test scores
     .venv/bin/python -m bench.captioner quality -S KEY=VALUE ...   # (g) test scores of one setting, from scratch
@@ -27,7 +28,9 @@ over the rounds; the median ratio of steady-state captions/s.
 batch (32 captions of ``--length`` tokens), float32 and bf16 autocast alternated
 over the rounds: ms per step and captions/s. It uses only ``build_model`` and
 ``train_step``, so it also times an older ``components/captioning/models.py``
-checked out in its place (the README's before/after figures).
+checked out in its place (the README's before/after figures). ``--compare
+attention``: the same model with the additive and with the dot-product
+attention score (``train_captioner.model.attention``), both under bf16 autocast.
 
 (b) The same random-initialised Show-Attend-and-Tell model and features, beam
 3: ``beam_search`` on batches of ``--batch-size`` images against
@@ -76,6 +79,7 @@ import dataclasses
 import statistics
 import tempfile
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -205,22 +209,33 @@ def bench_precision(args: argparse.Namespace) -> None:
 
 
 def bench_step(args: argparse.Namespace) -> None:
+    """One train step on random features of the params' shape, two sides alternated over rounds: float32
+    against bf16 autocast (``--compare precision``), or the additive against the dot-product attention
+    score, both in bf16 (``--compare attention``)."""
     from components.captioning.models import CaptionerConfig, build_model
     from components.captioning.train import CaptionBatch, train_step
 
     model_params, _, shape = _setup(args, "fp32")
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    cfg = CaptionerConfig(vocab_size=47, feature_dim=shape["channels"], num_positions=shape["positions"],
-                          **dataclasses.asdict(model_params))
-    model = build_model(cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     b = 32
     batch = CaptionBatch(torch.randn(b, shape["positions"], shape["channels"]), torch.randn(b, shape["channels"]),
                          torch.randint(4, 47, (b, args.length)))
-    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+
+    def side(attention: str, dtype: torch.dtype | None) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+        torch.manual_seed(0)
+        params = {**dataclasses.asdict(model_params), "attention": attention}
+        model = build_model(CaptionerConfig(vocab_size=47, feature_dim=shape["channels"],
+                                            num_positions=shape["positions"], **params))
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-3), dtype
+
+    if args.compare == "attention":
+        sides = {"additive": side("additive", torch.bfloat16), "dot": side("dot", torch.bfloat16)}
+    else:
+        model = side(model_params.attention, None)
+        sides = {"fp32": model, "bf16": (model[0], model[1], torch.bfloat16)}
+    times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.rounds):
-        for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        for name, (model, optimizer, dtype) in sides.items():
             for _ in range(3):
                 train_step(model, batch, optimizer, grad_clip=5.0, autocast_dtype=dtype)  # warm-up
             t0 = time.perf_counter()
@@ -231,8 +246,10 @@ def bench_step(args: argparse.Namespace) -> None:
           f"{args.threads} threads, {args.steps} steps x {args.rounds} rounds (median)")
     for name, values in times.items():
         ms = statistics.median(values)
-        print(f"  {name}: {ms * 1000:7.1f} ms/step  {b / ms:7.1f} captions/s")
-    print(f"  ratio bf16 / fp32: {statistics.median(times['fp32']) / statistics.median(times['bf16']):.3f}")
+        print(f"  {name}: {ms * 1000:7.1f} ms/step  {b / ms:7.1f} captions/s  (rounds: "
+              f"{', '.join(f'{v * 1000:.1f}' for v in values)} ms)")
+    slow, fast = times
+    print(f"  ratio {fast} / {slow} (captions/s): {statistics.median(times[slow]) / statistics.median(times[fast]):.3f}")
 
 
 def bench_beam(args: argparse.Namespace) -> None:
@@ -508,6 +525,8 @@ def main() -> None:
     step.add_argument("--rounds", type=int, default=3)
     step.add_argument("--threads", type=int, default=2)
     step.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
+    step.add_argument("--compare", choices=("precision", "attention"), default="precision",
+                      help="precision: fp32 vs bf16 autocast; attention: additive vs dot score, both bf16")
     step.set_defaults(fn=bench_step)
     beam = sub.add_parser("beam", help="(b) batched beam search vs one image at a time")
     beam.add_argument("--num-images", type=int, default=500)

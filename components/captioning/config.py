@@ -18,6 +18,7 @@ from components.train.config import Precision, ScalingParams
 # that this module imports no model code
 Architecture = Literal["show_tell", "show_attend_tell"]
 Cell = Literal["lstm", "gru"]
+AttentionKind = Literal["additive", "dot"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,7 @@ class CaptionerModelParams:
     position_embedding: bool
     grid_stride: int
     grid_self_attention: int
+    attention: AttentionKind
 
     def __post_init__(self) -> None:
         check_choices(self)

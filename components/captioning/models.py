@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from components import config as config_lib
-from components.captioning.config import Architecture, Cell
+from components.captioning.config import Architecture, AttentionKind, Cell
 from components.config import ConfigError
 from components.data.text import Vocab
 
@@ -64,7 +64,8 @@ class CaptionerConfig:
         hidden_dim: Recurrent state size.
         num_layers: Stacked recurrent layers.
         dropout: Dropout on embeddings, outputs and between recurrent layers.
-        attention_dim: Size of the additive attention's hidden layer
+        attention_dim: Size of the attention's keys and query: the hidden layer of
+            the additive score, the projections of the dot-product one
             (``show_attend_tell`` only).
         grid_layers: Residual 3x3 convolution blocks trained on top of the
             cached grid (``show_attend_tell`` only; needs a square grid). They
@@ -82,6 +83,9 @@ class CaptionerConfig:
             the other objects, which the additive attention, scoring every
             position on its own, cannot work out (which of two objects is on top
             decides which one a caption names first).
+        attention: A key of :data:`ATTENTIONS`: ``additive`` (Bahdanau's score,
+            Xu et al.'s) | ``dot`` (scaled dot product of projected query and
+            keys; no ``tanh`` over every position and step, README §Speed).
     """
 
     architecture: Architecture
@@ -98,6 +102,7 @@ class CaptionerConfig:
     position_embedding: bool
     grid_stride: int = 1
     grid_self_attention: int = 0
+    attention: AttentionKind = "additive"
 
     def __post_init__(self) -> None:
         config_lib.check_choices(self)
@@ -430,6 +435,38 @@ class AdditiveAttention(nn.Module):
         return context.view(n, -1), alpha.view(n, -1)
 
 
+class DotProductAttention(nn.Module):
+    """Soft attention with a scaled dot-product score (Luong et al. 2015's "general" score, scaled as in
+    Vaswani et al. 2017): ``e_ti = (W_h h_{t-1})^T (W_a a_i) / sqrt(A)``.
+
+    The same keys and interface as :class:`AdditiveAttention`, without its ``tanh`` over ``(B, P, A)``
+    and the score layer: one batched matrix product per step, which is what the additive score's
+    share of a training step was (README §Speed).
+    """
+
+    def __init__(self, *, feature_dim: int, hidden_dim: int, attention_dim: int) -> None:
+        super().__init__()
+        self.memory_proj = nn.Linear(feature_dim, attention_dim)
+        self.query_proj = nn.Linear(hidden_dim, attention_dim)
+        self.scale = attention_dim ** -0.5
+
+    def project_memory(self, memory: Tensor) -> Tensor:
+        """The keys ``W_a a_i``, computed once per image: ``(B, P, C) -> (B, P, A)``."""
+        return self.memory_proj(memory)
+
+    def forward(self, query: Tensor, memory: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """As :meth:`AdditiveAttention.forward`: context ``(B*K, D)`` and alpha ``(B*K, P)``."""
+        b, n = keys.shape[0], query.shape[0]
+        q = self.query_proj(query).view(b, n // b, -1)  # (B, K, A)
+        e = torch.bmm(q, keys.transpose(1, 2)) * self.scale  # (B, K, P)
+        alpha = e.float().softmax(-1)  # (B, K, P)
+        context = torch.bmm(alpha.to(memory.dtype), memory)  # (B, K, D)
+        return context.view(n, -1), alpha.view(n, -1)
+
+
+ATTENTIONS: dict[str, type[nn.Module]] = {"additive": AdditiveAttention, "dot": DotProductAttention}
+
+
 class GridEncoder(nn.Module):
     """The trainable top of the encoder, over the cached feature grid.
 
@@ -512,8 +549,8 @@ class ShowAttendTell(CaptionModel):
                                    layers=cfg.grid_layers, position_embedding=cfg.position_embedding,
                                    stride=cfg.grid_stride, self_attention=cfg.grid_self_attention)
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=Vocab.pad_id)
-        self.attention = AdditiveAttention(feature_dim=cfg.feature_dim, hidden_dim=cfg.hidden_dim,
-                                           attention_dim=cfg.attention_dim)
+        self.attention = ATTENTIONS[cfg.attention](feature_dim=cfg.feature_dim, hidden_dim=cfg.hidden_dim,
+                                                   attention_dim=cfg.attention_dim)
         self.f_beta = nn.Linear(cfg.hidden_dim, 1)
         core_cls = CELLS[cfg.cell]
         self.core = core_cls(input_dim=cfg.embed_dim + cfg.feature_dim, hidden_dim=cfg.hidden_dim,
@@ -631,6 +668,6 @@ def build_model(cfg: CaptionerConfig) -> CaptionModel:
 
 
 __all__ = [
-    "CELLS", "MODELS", "AdditiveAttention", "CaptionModel", "CaptionerConfig", "CaptionOutput",
+    "ATTENTIONS", "CELLS", "MODELS", "AdditiveAttention", "DotProductAttention", "CaptionModel", "CaptionerConfig", "CaptionOutput",
     "GRUCore", "LSTMCore", "RecurrentCore", "ShowAttendTell", "ShowTell", "State", "build_model",
 ]

@@ -51,7 +51,7 @@ def tiny_data(n_images: int = 24) -> CaptionData:
 
 MODEL = CaptionerModelParams(architecture="show_attend_tell", cell="gru", embed_dim=16, hidden_dim=32,
                           num_layers=1, dropout=0.0, attention_dim=16, grid_layers=1, position_embedding=True,
-                          grid_stride=1, grid_self_attention=0)
+                          grid_stride=1, grid_self_attention=0, attention="additive")
 CFG = CaptionerTrainParams(epochs=12, batch_size=8, lr=0.02, weight_decay=0.0, lr_schedule="constant", grad_clip=5.0,
                          label_smoothing=0.0, attention_penalty=0.0, scheduled_sampling=0.0, length_buckets=4,
                          grid_shift=0,

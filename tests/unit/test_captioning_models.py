@@ -8,9 +8,9 @@ from typing import get_args
 import pytest
 import torch
 
-from components.captioning.config import Architecture, Cell
+from components.captioning.config import Architecture, AttentionKind, Cell
 from components.captioning.models import (
-    CELLS, MODELS, CaptionerConfig, CaptionOutput, GRUCore, LSTMCore, ShowAttendTell, ShowTell, build_model,
+    ATTENTIONS, CELLS, MODELS, DotProductAttention, CaptionerConfig, CaptionOutput, GRUCore, LSTMCore, ShowAttendTell, ShowTell, build_model,
 )
 from components.config import ConfigError
 
@@ -78,21 +78,23 @@ def test_output_and_step_shapes(arch, cell):
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("attention", ATTENTIONS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_attention_weights_sum_to_one(cell):
+def test_attention_weights_sum_to_one(cell, attention):
     torch.manual_seed(1)
-    model = build_model(make_cfg("show_attend_tell", cell))
+    model = build_model(make_cfg("show_attend_tell", cell, attention=attention))
     grid, pooled, tokens = inputs()
     alphas = model(grid, pooled, tokens).alphas
     assert (alphas >= 0).all()
     torch.testing.assert_close(alphas.sum(-1), torch.ones(B, T - 1))
 
 
+@pytest.mark.parametrize("attention", ATTENTIONS)
 @pytest.mark.parametrize("arch,cell", COMBOS)
-def test_forward_equals_stepwise_decoding_interface(arch, cell):
+def test_forward_equals_stepwise_decoding_interface(arch, cell, attention):
     """The training pass and the step interface are the same function (eval mode)."""
     torch.manual_seed(2)
-    model = build_model(make_cfg(arch, cell)).eval()
+    model = build_model(make_cfg(arch, cell, attention=attention)).eval()
     grid, pooled, tokens = inputs(3)
     out = model(grid, pooled, tokens)
     state = model.init_state(grid, pooled)
@@ -103,13 +105,14 @@ def test_forward_equals_stepwise_decoding_interface(arch, cell):
             torch.testing.assert_close(alpha, out.alphas[:, t])
 
 
+@pytest.mark.parametrize("attention", ATTENTIONS)
 @pytest.mark.parametrize("channels", [C, P])
-def test_beam_rows_sharing_memory_step_as_the_training_pass(channels):
+def test_beam_rows_sharing_memory_step_as_the_training_pass(channels, attention):
     """Beam search's layout: K rows per image, the memory once per image; with B*K above the
     vocabulary size the word gates come from a per-word table, and with P < C the step mixes the
     projected annotation vectors (_values). The log-probs still equal the teacher-forced pass."""
     torch.manual_seed(5)
-    model = build_model(make_cfg(feature_dim=channels)).eval()
+    model = build_model(make_cfg(feature_dim=channels, attention=attention)).eval()
     assert model.project_values == (P < channels)
     k = 4  # B*K = 12 rows > V = 11
     grid = torch.randn(B, P, channels, generator=torch.Generator().manual_seed(6))
@@ -283,6 +286,28 @@ def test_config_names_are_the_registry_keys():
     """config.py states the names (it imports no model code); the registries must have exactly them."""
     assert sorted(get_args(Architecture)) == sorted(MODELS)
     assert sorted(get_args(Cell)) == sorted(CELLS)
+    assert sorted(get_args(AttentionKind)) == sorted(ATTENTIONS)
+
+
+def test_dot_attention_scores_projected_query_against_keys():
+    """attention: dot: alpha = softmax((W_h h) . (W_a a_i) / sqrt(A)), and K queries per image (beams) read
+    their own image's keys; a model config saved before the key existed loads as additive."""
+    torch.manual_seed(8)
+    att = DotProductAttention(feature_dim=C, hidden_dim=10, attention_dim=5)
+    memory, query = torch.randn(B, P, C), torch.randn(B * 2, 10)
+    keys = att.project_memory(memory)
+    context, alpha = att(query, memory, keys)
+    image = torch.arange(B).repeat_interleave(2)  # rows 2b, 2b+1 read image b
+    q = att.query_proj(query)
+    expected = (torch.einsum("na,npa->np", q, keys[image]) / 5 ** 0.5).softmax(-1)
+    torch.testing.assert_close(alpha, expected)
+    torch.testing.assert_close(context, torch.einsum("np,npc->nc", expected, memory[image]))
+    model = build_model(make_cfg(attention="dot"))
+    assert isinstance(model.attention, DotProductAttention) and not hasattr(model.attention, "score")
+    old = {k: v for k, v in make_cfg().to_dict().items() if k != "attention"}
+    assert CaptionerConfig.from_dict(old).attention == "additive"
+    with pytest.raises(ConfigError, match="attention"):
+        make_cfg(attention="multiplicative")
 
 
 @pytest.mark.parametrize("cell", CELLS)
