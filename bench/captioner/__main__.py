@@ -6,6 +6,7 @@
     .venv/bin/python -m bench.captioner beam --precision fp32   # (b) the same in float32
     .venv/bin/python -m bench.captioner step                # (d) one train step, fp32 vs bf16 autocast
     .venv/bin/python -m bench.captioner step --compare attention   # (d) additive vs dot-product score, bf16
+    .venv/bin/python -m bench.captioner step --compare baseline --baseline-models OLD.py   # (d) an old loop, fp32
     .venv/bin/python -m bench.captioner scst                # (e) SCST sampled captions/s vs cross-entropy captions/s
     .venv/bin/python -m bench.captioner rewards             # (f) SCST rewards and baselines over seeds: test scores
     .venv/bin/python -m bench.captioner quality -S KEY=VALUE ...   # (g) test scores of one setting, from scratch
@@ -31,6 +32,9 @@ over the rounds: ms per step and captions/s. It uses only ``build_model`` and
 checked out in its place (the README's before/after figures). ``--compare
 attention``: the same model with the additive and with the dot-product
 attention score (``train_captioner.model.attention``), both under bf16 autocast.
+``--compare baseline --baseline-models FILE``: the same model built by another
+revision's ``models.py`` in float32 (the loop an issue called "today's")
+against this code at ``--precision``.
 
 (b) The same random-initialised Show-Attend-and-Tell model and features, beam
 3: ``beam_search`` on batches of ``--batch-size`` images against
@@ -208,12 +212,37 @@ def bench_precision(args: argparse.Namespace) -> None:
           f"{', '.join(f'{x:.3f}' for x in ratios)}; target >= 2)")
 
 
+def _baseline_side(path: str, model_params, shape: dict) -> tuple[torch.nn.Module, torch.optim.Optimizer, None]:
+    """The same model built by another revision's ``models.py`` (``git show REV:components/captioning/models.py
+    > FILE``), float32, with the params keys that revision knows; the keys it lacks must be at their
+    defaults, or the two sides would not be the same model."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("baseline_models", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    known = {f.name for f in dataclasses.fields(module.CaptionerConfig)}
+    params = dataclasses.asdict(model_params)
+    defaults = {"grid_stride": 1, "grid_self_attention": 0, "attention": "additive"}
+    extra = {k: v for k, v in params.items() if k not in known and defaults.get(k, object()) != v}
+    if extra:
+        raise SystemExit(f"{path}: its CaptionerConfig lacks {sorted(extra)}, set in the params: not the same model")
+    torch.manual_seed(0)
+    model = module.build_model(module.CaptionerConfig(vocab_size=47, feature_dim=shape["channels"],
+                                                      num_positions=shape["positions"],
+                                                      **{k: v for k, v in params.items() if k in known}))
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-3), None
+
+
 def bench_step(args: argparse.Namespace) -> None:
     """One train step on random features of the params' shape, two sides alternated over rounds: float32
     against bf16 autocast (``--compare precision``), or the additive against the dot-product attention
     score, both in bf16 (``--compare attention``)."""
     from components.captioning.models import CaptionerConfig, build_model
     from components.captioning.train import CaptionBatch, train_step
+    from components.train.precision import autocast_dtype
 
     model_params, _, shape = _setup(args, "fp32")
     torch.set_num_threads(args.threads)
@@ -230,6 +259,12 @@ def bench_step(args: argparse.Namespace) -> None:
 
     if args.compare == "attention":
         sides = {"additive": side("additive", torch.bfloat16), "dot": side("dot", torch.bfloat16)}
+    elif args.compare == "baseline":
+        if not args.baseline_models:
+            raise SystemExit("bench.captioner step --compare baseline needs --baseline-models FILE")
+        sides = {"baseline fp32": _baseline_side(args.baseline_models, model_params, shape),
+                 f"this code {model_params.attention}, {args.precision}": side(
+                     model_params.attention, autocast_dtype(args.precision, torch.device("cpu")))}
     else:
         model = side(model_params.attention, None)
         sides = {"fp32": model, "bf16": (model[0], model[1], torch.bfloat16)}
@@ -525,8 +560,13 @@ def main() -> None:
     step.add_argument("--rounds", type=int, default=3)
     step.add_argument("--threads", type=int, default=2)
     step.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
-    step.add_argument("--compare", choices=("precision", "attention"), default="precision",
-                      help="precision: fp32 vs bf16 autocast; attention: additive vs dot score, both bf16")
+    step.add_argument("--compare", choices=("precision", "attention", "baseline"), default="precision",
+                      help="precision: fp32 vs bf16 autocast; attention: additive vs dot score, both bf16; "
+                           "baseline: --baseline-models (fp32) vs this code at --precision")
+    step.add_argument("--baseline-models", default="",
+                      help="another revision's components/captioning/models.py (git show REV:PATH > FILE)")
+    step.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                      help="this code's side of --compare baseline")
     step.set_defaults(fn=bench_step)
     beam = sub.add_parser("beam", help="(b) batched beam search vs one image at a time")
     beam.add_argument("--num-images", type=int, default=500)
