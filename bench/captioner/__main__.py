@@ -5,7 +5,7 @@
     .venv/bin/python -m bench.captioner beam                # (b) batched beam search vs one image at a time
     .venv/bin/python -m bench.captioner beam --precision fp32   # (b) the same in float32
     .venv/bin/python -m bench.captioner step                # (d) one train step, fp32 vs bf16 autocast
-    .venv/bin/python -m bench.captioner step --compare attention   # (d) additive vs dot-product score, bf16
+    .venv/bin/python -m bench.captioner step --compare attention   # (d) additive vs dot-product score
     .venv/bin/python -m bench.captioner step --compare baseline --baseline-models OLD.py   # (d) an old loop, fp32
     .venv/bin/python -m bench.captioner scst                # (e) SCST sampled captions/s vs cross-entropy captions/s
     .venv/bin/python -m bench.captioner rewards             # (f) SCST rewards and baselines over seeds: test scores
@@ -31,7 +31,8 @@ over the rounds: ms per step and captions/s. It uses only ``build_model`` and
 ``train_step``, so it also times an older ``components/captioning/models.py``
 checked out in its place (the README's before/after figures). ``--compare
 attention``: the same model with the additive and with the dot-product
-attention score (``train_captioner.model.attention``), both under bf16 autocast.
+attention score (``train_captioner.model.attention``), both at ``--precision``
+(``auto``: bf16 autocast where the CPU has AMX / AVX-512 BF16, else float32).
 ``--compare baseline --baseline-models FILE``: the same model built by another
 revision's ``models.py`` in float32 (the loop an issue called "today's")
 against this code at ``--precision``.
@@ -258,7 +259,8 @@ def bench_step(args: argparse.Namespace) -> None:
         return model, torch.optim.AdamW(model.parameters(), lr=1e-3), dtype
 
     if args.compare == "attention":
-        sides = {"additive": side("additive", torch.bfloat16), "dot": side("dot", torch.bfloat16)}
+        dtype = autocast_dtype(args.precision, torch.device("cpu"))
+        sides = {"additive": side("additive", dtype), "dot": side("dot", dtype)}
     elif args.compare == "baseline":
         if not args.baseline_models:
             raise SystemExit("bench.captioner step --compare baseline needs --baseline-models FILE")
@@ -561,12 +563,13 @@ def main() -> None:
     step.add_argument("--threads", type=int, default=2)
     step.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
     step.add_argument("--compare", choices=("precision", "attention", "baseline"), default="precision",
-                      help="precision: fp32 vs bf16 autocast; attention: additive vs dot score, both bf16; "
-                           "baseline: --baseline-models (fp32) vs this code at --precision")
+                      help="precision: fp32 vs bf16 autocast; attention: additive vs dot score, both at "
+                           "--precision; baseline: --baseline-models (fp32) vs this code at --precision")
     step.add_argument("--baseline-models", default="",
                       help="another revision's components/captioning/models.py (git show REV:PATH > FILE)")
     step.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                      help="this code's side of --compare baseline")
+                      help="--compare attention's sides and this code's side of --compare baseline (auto: bf16 "
+                           "autocast on a CPU with AMX / AVX-512 BF16, else float32)")
     step.set_defaults(fn=bench_step)
     beam = sub.add_parser("beam", help="(b) batched beam search vs one image at a time")
     beam.add_argument("--num-images", type=int, default=500)
