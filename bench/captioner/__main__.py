@@ -239,8 +239,9 @@ def _baseline_side(path: str, model_params, shape: dict) -> tuple[torch.nn.Modul
 
 def bench_step(args: argparse.Namespace) -> None:
     """One train step on random features of the params' shape, two sides alternated over rounds: float32
-    against bf16 autocast (``--compare precision``), or the additive against the dot-product attention
-    score, both in bf16 (``--compare attention``)."""
+    against bf16 autocast (``--compare precision``), the additive against the dot-product attention score
+    (``--compare attention``), or another revision's model in float32 against this code (``--compare
+    baseline``); the last two at ``--precision``."""
     from components.captioning.models import CaptionerConfig, build_model
     from components.captioning.train import CaptionBatch, train_step
     from components.train.precision import autocast_dtype
@@ -287,6 +288,8 @@ def bench_step(args: argparse.Namespace) -> None:
               f"{', '.join(f'{v * 1000:.1f}' for v in values)} ms)")
     slow, fast = times
     print(f"  ratio {fast} / {slow} (captions/s): {statistics.median(times[slow]) / statistics.median(times[fast]):.3f}")
+    if args.compare == "precision" and autocast_dtype("auto", torch.device("cpu")) is None:
+        print("  (this CPU has no AMX / AVX-512 BF16: precision auto trains in float32 here, and bf16 is emulated)")
 
 
 def bench_beam(args: argparse.Namespace) -> None:
