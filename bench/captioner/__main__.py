@@ -289,7 +289,7 @@ def bench_step(args: argparse.Namespace) -> None:
     slow, fast = times
     print(f"  ratio {fast} / {slow} (captions/s): {statistics.median(times[slow]) / statistics.median(times[fast]):.3f}")
     if args.compare == "precision" and autocast_dtype("auto", torch.device("cpu")) is None:
-        print("  (this CPU has no AMX / AVX-512 BF16: precision auto trains in float32 here, and bf16 is emulated)")
+        print("  (this CPU has no AMX / AVX-512 BF16: precision auto trains in float32 here; bf16 has no hardware support)")
 
 
 def bench_beam(args: argparse.Namespace) -> None:
