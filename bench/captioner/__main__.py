@@ -6,6 +6,7 @@
     .venv/bin/python -m bench.captioner beam --precision fp32   # (b) the same in float32
     .venv/bin/python -m bench.captioner step                # (d) one train step, fp32 vs bf16 autocast
     .venv/bin/python -m bench.captioner step --compare attention   # (d) additive vs dot-product score
+    .venv/bin/python -m bench.captioner step --compare model -S attention_dim=64   # (d) params' model vs a variant
     .venv/bin/python -m bench.captioner step --compare baseline --baseline-models OLD.py   # (d) an old loop, fp32
     .venv/bin/python -m bench.captioner scst                # (e) SCST sampled captions/s vs cross-entropy captions/s
     .venv/bin/python -m bench.captioner rewards             # (f) SCST rewards and baselines over seeds: test scores
@@ -33,6 +34,10 @@ checked out in its place (the README's before/after figures). ``--compare
 attention``: the same model with the additive and with the dot-product
 attention score (``train_captioner.model.attention``), both at ``--precision``
 (``auto``: bf16 autocast where the CPU has AMX / AVX-512 BF16, else float32).
+``--compare model -S KEY=VALUE ...``: the params' model against the same model
+with those ``train_captioner.model`` keys changed (YAML values), both at
+``--precision``: what a smaller or different model would save a step, before
+its quality is measured with ``quality``.
 ``--compare baseline --baseline-models FILE``: the same model built by another
 revision's ``models.py`` in float32 (the loop an issue called "today's")
 against this code at ``--precision``.
@@ -237,6 +242,24 @@ def _baseline_side(path: str, model_params, shape: dict) -> tuple[torch.nn.Modul
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3), None
 
 
+def _model_changes(pairs: list[str], model_params) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (YAML values) over ``train_captioner.model``'s keys; an unknown key or none at all
+    stops the benchmark, naming it."""
+    from ruamel.yaml import YAML
+
+    known = {f.name for f in dataclasses.fields(model_params)}
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"bench.captioner step: -S {pair!r}: want KEY=VALUE with KEY one of "
+                             f"train_captioner.model's {sorted(known)}")
+        changes[key] = YAML(typ="safe").load(value)
+    if not changes:
+        raise SystemExit("bench.captioner step --compare model needs at least one -S KEY=VALUE")
+    return changes
+
+
 def bench_step(args: argparse.Namespace) -> None:
     """One train step on random features of the params' shape, two sides alternated over rounds: float32
     against bf16 autocast (``--compare precision``), the additive against the dot-product attention score
@@ -252,9 +275,9 @@ def bench_step(args: argparse.Namespace) -> None:
     batch = CaptionBatch(torch.randn(b, shape["positions"], shape["channels"]), torch.randn(b, shape["channels"]),
                          torch.randint(4, 47, (b, args.length)))
 
-    def side(attention: str, dtype: torch.dtype | None) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+    def side(attention: str, dtype: torch.dtype | None, **changes: Any) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
         torch.manual_seed(0)
-        params = {**dataclasses.asdict(model_params), "attention": attention}
+        params = {**dataclasses.asdict(model_params), "attention": attention, **changes}
         model = build_model(CaptionerConfig(vocab_size=47, feature_dim=shape["channels"],
                                             num_positions=shape["positions"], **params))
         return model, torch.optim.AdamW(model.parameters(), lr=1e-3), dtype
@@ -262,6 +285,11 @@ def bench_step(args: argparse.Namespace) -> None:
     if args.compare == "attention":
         dtype = autocast_dtype(args.precision, torch.device("cpu"))
         sides = {"additive": side("additive", dtype), "dot": side("dot", dtype)}
+    elif args.compare == "model":
+        changes = _model_changes(args.set, model_params)
+        dtype = autocast_dtype(args.precision, torch.device("cpu"))
+        sides = {"params": side(model_params.attention, dtype),
+                 ", ".join(f"{k}={v}" for k, v in changes.items()): side(model_params.attention, dtype, **changes)}
     elif args.compare == "baseline":
         if not args.baseline_models:
             raise SystemExit("bench.captioner step --compare baseline needs --baseline-models FILE")
@@ -565,13 +593,16 @@ def main() -> None:
     step.add_argument("--rounds", type=int, default=3)
     step.add_argument("--threads", type=int, default=2)
     step.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
-    step.add_argument("--compare", choices=("precision", "attention", "baseline"), default="precision",
+    step.add_argument("--compare", choices=("precision", "attention", "model", "baseline"), default="precision",
                       help="precision: fp32 vs bf16 autocast; attention: additive vs dot score, both at "
+                           "--precision; model: the params' model vs the same with -S changes, both at "
                            "--precision; baseline: --baseline-models (fp32) vs this code at --precision")
+    step.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="--compare model: a train_captioner.model key of the other side (YAML value); repeatable")
     step.add_argument("--baseline-models", default="",
                       help="another revision's components/captioning/models.py (git show REV:PATH > FILE)")
     step.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                      help="--compare attention's sides and this code's side of --compare baseline (auto: bf16 "
+                      help="--compare attention's and model's sides and this code's side of --compare baseline (auto: bf16 "
                            "autocast on a CPU with AMX / AVX-512 BF16, else float32)")
     step.set_defaults(fn=bench_step)
     beam = sub.add_parser("beam", help="(b) batched beam search vs one image at a time")
