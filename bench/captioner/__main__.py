@@ -27,7 +27,9 @@ over the rounds; the median ratio of steady-state captions/s.
 
 (d) ``step``: ``train_step`` of the demo's model (params.yaml's
 ``train_captioner.model``, the features' shape, a vocabulary of 47) on one fixed
-batch (32 captions of ``--length`` tokens), float32 and bf16 autocast alternated
+batch (32 captions of ``--length`` tokens, or of ``--min-length`` to
+``--length`` tokens padded to the longest as in training: the training pass
+skips the padded steps), float32 and bf16 autocast alternated
 over the rounds: ms per step and captions/s. It uses only ``build_model`` and
 ``train_step``, so it also times an older ``components/captioning/models.py``
 checked out in its place (the README's before/after figures). ``--compare
@@ -272,8 +274,14 @@ def bench_step(args: argparse.Namespace) -> None:
     model_params, _, shape = _setup(args, "fp32")
     torch.set_num_threads(args.threads)
     b = 32
+    tokens = torch.randint(4, 47, (b, args.length), generator=torch.Generator().manual_seed(0))
+    if args.min_length:  # captions of min..length tokens (<start> .. <end>), padded to the longest, as in training
+        lengths = torch.randint(args.min_length, args.length + 1, (b,), generator=torch.Generator().manual_seed(1))
+        lengths[0] = args.length
+        for row, n in enumerate(lengths.tolist()):
+            tokens[row, 0], tokens[row, n - 1], tokens[row, n:] = 1, 2, 0
     batch = CaptionBatch(torch.randn(b, shape["positions"], shape["channels"]), torch.randn(b, shape["channels"]),
-                         torch.randint(4, 47, (b, args.length)))
+                         tokens)
 
     def side(attention: str, dtype: torch.dtype | None, **changes: Any) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
         torch.manual_seed(0)
@@ -308,7 +316,8 @@ def bench_step(args: argparse.Namespace) -> None:
             for _ in range(args.steps):
                 train_step(model, batch, optimizer, grad_clip=5.0, autocast_dtype=dtype)
             times[name].append((time.perf_counter() - t0) / args.steps)
-    print(f"train_step, batch {b} x {args.length} tokens, features {shape['positions']} x {shape['channels']}, "
+    width = f"{args.min_length} to {args.length}" if args.min_length else f"{args.length}"
+    print(f"train_step, batch {b} x {width} tokens, features {shape['positions']} x {shape['channels']}, "
           f"{args.threads} threads, {args.steps} steps x {args.rounds} rounds (median)")
     for name, values in times.items():
         ms = statistics.median(values)
@@ -589,6 +598,9 @@ def main() -> None:
     step = sub.add_parser("step", help="(d) one train step, float32 vs bf16 autocast")
     step.add_argument("--params", default="params.yaml")
     step.add_argument("--length", type=int, default=14, help="tokens per caption (the demo's: 6 to 19)")
+    step.add_argument("--min-length", type=int, default=0,
+                      help="captions of uniformly --min-length to --length tokens, padded to --length, one of "
+                           "them that long (the demo's: --min-length 6 --length 19); 0: all --length")
     step.add_argument("--steps", type=int, default=30)
     step.add_argument("--rounds", type=int, default=3)
     step.add_argument("--threads", type=int, default=2)

@@ -640,23 +640,51 @@ class ShowAttendTell(CaptionModel):
         return self._logits(emb, layers[-1][0], z_out), (*self.core.join_state(layers), values, keys), alpha
 
     def _teacher_forced(self, grid: Tensor | None, pooled: Tensor, tokens: Tensor) -> CaptionOutput:
-        # step_logits over the whole caption, with what does not depend on the recurrence taken
-        # out of the loop: the word embeddings and their share of the input gates before it, the
-        # deep output layer (three linears over (B, T-1, .)) after it. Same maths and weights; the
-        # annotation vectors as they are: one row per image for a few steps gains nothing from _values.
+        """:meth:`step_logits` over the whole caption, with what does not depend on the recurrence taken
+        out of the loop: the word embeddings and their share of the input gates before it, the deep
+        output layer (three linears over ``(B, T-1, .)``) after it. Same maths and weights; the
+        annotation vectors as they are: one row per image for a few steps gains nothing from _values.
+
+        Step ``t`` runs only the captions that still have a target there. A batch is as long as its
+        longest caption (here 6 to 19 tokens, mean 12.7: nearly every batch of 32 is 19 wide), so
+        stepping every row would spend a third of the attention and the cell on padding. The rows
+        go in order of length, longest first, so the captions still running at step ``t`` are the
+        first ``n_t`` rows and each step slices its state (Xu et al.'s "decode lengths" trick). What
+        a padded step would have computed never reaches the loss, which masks padded targets: the
+        logits and gradients of every real target are the same, up to float rounding, as stepping
+        every row. Dropout on the words and the output draws in the batch's own order, as before;
+        between stacked layers (``num_layers`` > 1) it draws per running row. At padded steps the
+        logits are those of a zero state and context and the attention weights are zeros.
+        """
         recurrent, memory, keys = self._encode(grid, pooled)
-        layers = self.core.split_state(tuple(recurrent))
         emb = self.embed(tokens[:, :-1])  # (B, T-1, E)
         word_gates, w_z = self._core_inputs(emb)  # (B, T-1, G)
+        b, steps = word_gates.shape[:2]
+        lengths = (tokens[:, 1:] != Vocab.pad_id).sum(1)  # (B,) targets per caption
+        order = lengths.argsort(descending=True, stable=True)  # longest first
+        running = (lengths[None, :] > torch.arange(steps, device=lengths.device)[:, None]).sum(1).tolist()
+        layers = self.core.split_state(tuple(s.index_select(0, order) for s in recurrent))
+        memory, keys, word_gates = (x.index_select(0, order) for x in (memory, keys, word_gates))
         hs, zs, alphas = [], [], []
-        for t in range(emb.shape[1]):
-            z, alpha = self._attend(layers[-1][0], memory, keys)
-            layers = self.core.step_layers(word_gates[:, t] + F.linear(z, w_z), layers)
+        for t, n in enumerate(running):
+            if n == 0:  # columns of padding only: nothing more to run
+                break
+            layers = [tuple(s[:n] for s in layer) for layer in layers]
+            z, alpha = self._attend(layers[-1][0], memory[:n], keys[:n])
+            layers = self.core.step_layers(word_gates[:n, t] + F.linear(z, w_z), layers)
             hs.append(layers[-1][0])
             zs.append(z)
             alphas.append(alpha)
-        logits = self._logits(emb, torch.stack(hs, 1), self.out_z(torch.stack(zs, 1)))  # (B, T-1, V)
-        return CaptionOutput(logits, torch.stack(alphas, 1))
+        unsort = torch.empty_like(order)
+        unsort[order] = torch.arange(b, device=order.device)
+
+        def full(parts: list[Tensor]) -> Tensor:  # (B, T-1, .) in the batch's order, zeros where padded
+            padded = [F.pad(x, (0, 0, 0, b - x.shape[0])) for x in parts]
+            padded += [padded[0].new_zeros(padded[0].shape)] * (steps - len(padded))
+            return torch.stack(padded, 1).index_select(0, unsort)
+
+        logits = self._logits(emb, full(hs), self.out_z(full(zs)))  # (B, T-1, V)
+        return CaptionOutput(logits, full(alphas))
 
 
 MODELS: dict[str, type[CaptionModel]] = {"show_tell": ShowTell, "show_attend_tell": ShowAttendTell}

@@ -86,23 +86,82 @@ def test_attention_weights_sum_to_one(cell, attention):
     grid, pooled, tokens = inputs()
     alphas = model(grid, pooled, tokens).alphas
     assert (alphas >= 0).all()
-    torch.testing.assert_close(alphas.sum(-1), torch.ones(B, T - 1))
+    real = (tokens[:, 1:] != 0).float()  # steps with a target; at padded ones the weights are zeros
+    torch.testing.assert_close(alphas.sum(-1), real)
 
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
 @pytest.mark.parametrize("arch,cell", COMBOS)
 def test_forward_equals_stepwise_decoding_interface(arch, cell, attention):
-    """The training pass and the step interface are the same function (eval mode)."""
+    """The training pass and the step interface are the same function (eval mode), at every step
+    with a target (what the training pass computes at padded steps is not used)."""
     torch.manual_seed(2)
     model = build_model(make_cfg(arch, cell, attention=attention)).eval()
     grid, pooled, tokens = inputs(3)
     out = model(grid, pooled, tokens)
+    real = tokens[:, 1:] != 0
     state = model.init_state(grid, pooled)
     for t in range(T - 1):
         log_probs, state, alpha = model.step(tokens[:, t], state)
-        torch.testing.assert_close(log_probs, out.logits[:, t].log_softmax(-1), rtol=1e-5, atol=1e-5)
+        rows = real[:, t]
+        torch.testing.assert_close(log_probs[rows], out.logits[rows, t].log_softmax(-1), rtol=1e-5, atol=1e-5)
         if alpha is not None:
-            torch.testing.assert_close(alpha, out.alphas[:, t])
+            torch.testing.assert_close(alpha[rows], out.alphas[rows, t])
+
+
+def _every_row_pass(model: ShowAttendTell, grid: torch.Tensor, tokens: torch.Tensor) -> CaptionOutput:
+    """The training pass that steps every row at every step, padding included (the one before
+    padded steps were skipped): the reference of the test below."""
+    recurrent, memory, keys = model._encode(grid, grid.mean(1))
+    layers = model.core.split_state(tuple(recurrent))
+    emb = model.embed(tokens[:, :-1])
+    word_gates, w_z = model._core_inputs(emb)
+    hs, zs, alphas = [], [], []
+    for t in range(emb.shape[1]):
+        z, alpha = model._attend(layers[-1][0], memory, keys)
+        layers = model.core.step_layers(word_gates[:, t] + torch.nn.functional.linear(z, w_z), layers)
+        hs.append(layers[-1][0])
+        zs.append(z)
+        alphas.append(alpha)
+    logits = model._logits(emb, torch.stack(hs, 1), model.out_z(torch.stack(zs, 1)))
+    return CaptionOutput(logits, torch.stack(alphas, 1))
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("layers, dropout", [(1, 0.3), (2, 0.0)])
+@pytest.mark.parametrize("cell", CELLS)
+def test_teacher_forced_pass_skipping_padding_equals_stepping_every_row(cell, layers, dropout, attention):
+    """The training pass steps only the captions still running (longest first); in training mode
+    the loss (attention penalty included) and every gradient equal those of stepping every row.
+    With one layer the dropout draws are the same; between two layers they are per running row,
+    so that case runs without dropout."""
+    from components.captioning.losses import LossConfig, caption_loss
+
+    g = torch.Generator().manual_seed(8)
+    b, t = 6, 10
+    grid = torch.randn(b, P, C, generator=g)
+    tokens = torch.randint(4, V, (b, t), generator=g)
+    tokens[:, 0] = 1
+    for row, length in enumerate([9, 3, 6, 9, 2, 5]):  # unsorted, ties, a caption of one target,
+        tokens[row, length - 1], tokens[row, length:] = 2, 0  # and a last column of padding only
+    cfg = LossConfig(attention_penalty=0.5)
+
+    def loss_and_grads(skip: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        torch.manual_seed(9)
+        model = build_model(make_cfg(num_layers=layers, dropout=dropout, attention=attention,
+                                     grid_layers=1, position_embedding=True)).train()
+        torch.manual_seed(10)  # the same dropout draws in both passes
+        out = model(grid, grid.mean(1), tokens) if skip else _every_row_pass(model, grid, tokens)
+        loss = caption_loss(out, tokens, cfg=cfg)["loss"]
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+    skip_loss, skip_grads = loss_and_grads(True)
+    all_loss, all_grads = loss_and_grads(False)
+    torch.testing.assert_close(skip_loss, all_loss, rtol=1e-5, atol=1e-6)
+    assert skip_grads.keys() == all_grads.keys()
+    for name, grad in all_grads.items():
+        torch.testing.assert_close(skip_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
@@ -203,11 +262,12 @@ def test_grid_encoder_layers_and_position_embedding():
     # same features everywhere: only the position embedding can tell positions apart
     flat = torch.ones(1, P, C)
     plain = build_model(make_cfg())
-    assert torch.allclose(plain(flat, flat.mean(1), tokens[:1]).alphas, torch.full((1, T - 1, P), 1 / P))
+    full = tokens[1:2]  # a caption without padding: every step attends
+    assert torch.allclose(plain(flat, flat.mean(1), full).alphas, torch.full((1, T - 1, P), 1 / P))
     positional = build_model(make_cfg(position_embedding=True))
     with torch.no_grad():
         positional.encoder.position.copy_(torch.randn(P, C))
-    assert positional(flat, flat.mean(1), tokens[:1]).alphas.std() > 1e-3
+    assert positional(flat, flat.mean(1), full).alphas.std() > 1e-3
 
 
 def test_grid_encoder_config_checks_and_every_key_is_required():
