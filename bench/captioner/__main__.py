@@ -244,21 +244,19 @@ def _baseline_side(path: str, model_params, shape: dict) -> tuple[torch.nn.Modul
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3), None
 
 
-def _model_changes(pairs: list[str], model_params) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs (YAML values) over ``train_captioner.model``'s keys; an unknown key or none at all
-    stops the benchmark, naming it."""
-    from ruamel.yaml import YAML
+def _model_changes(pairs: list[str], params_file: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (YAML values, parsed as ``quality``'s ``-S``) over ``train_captioner.model``'s keys,
+    checked as a config with those keys set; an unknown key, a bad value or none at all stops the benchmark,
+    naming it."""
+    from pipelines.seeds import SeedsError, check_params, parse_overrides
 
-    known = {f.name for f in dataclasses.fields(model_params)}
-    changes: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in known:
-            raise SystemExit(f"bench.captioner step: -S {pair!r}: want KEY=VALUE with KEY one of "
-                             f"train_captioner.model's {sorted(known)}")
-        changes[key] = YAML(typ="safe").load(value)
-    if not changes:
+    if not pairs:
         raise SystemExit("bench.captioner step --compare model needs at least one -S KEY=VALUE")
+    try:
+        changes = parse_overrides(pairs)
+        check_params(Path(params_file), {f"train_captioner.model.{key}": value for key, value in changes.items()})
+    except SeedsError as err:
+        raise SystemExit(f"bench.captioner step: {err}") from err
     return changes
 
 
@@ -283,29 +281,28 @@ def bench_step(args: argparse.Namespace) -> None:
     batch = CaptionBatch(torch.randn(b, shape["positions"], shape["channels"]), torch.randn(b, shape["channels"]),
                          tokens)
 
-    def side(attention: str, dtype: torch.dtype | None, **changes: Any) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+    def side(dtype: torch.dtype | None, **changes: Any) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
         torch.manual_seed(0)
-        params = {**dataclasses.asdict(model_params), "attention": attention, **changes}
+        params = {**dataclasses.asdict(model_params), **changes}
         model = build_model(CaptionerConfig(vocab_size=47, feature_dim=shape["channels"],
                                             num_positions=shape["positions"], **params))
         return model, torch.optim.AdamW(model.parameters(), lr=1e-3), dtype
 
     if args.compare == "attention":
         dtype = autocast_dtype(args.precision, torch.device("cpu"))
-        sides = {"additive": side("additive", dtype), "dot": side("dot", dtype)}
+        sides = {"additive": side(dtype, attention="additive"), "dot": side(dtype, attention="dot")}
     elif args.compare == "model":
-        changes = _model_changes(args.set, model_params)
+        changes = _model_changes(args.set, args.params)
         dtype = autocast_dtype(args.precision, torch.device("cpu"))
-        sides = {"params": side(model_params.attention, dtype),
-                 ", ".join(f"{k}={v}" for k, v in changes.items()): side(model_params.attention, dtype, **changes)}
+        sides = {"params": side(dtype), ", ".join(f"{k}={v}" for k, v in changes.items()): side(dtype, **changes)}
     elif args.compare == "baseline":
         if not args.baseline_models:
             raise SystemExit("bench.captioner step --compare baseline needs --baseline-models FILE")
         sides = {"baseline fp32": _baseline_side(args.baseline_models, model_params, shape),
                  f"this code {model_params.attention}, {args.precision}": side(
-                     model_params.attention, autocast_dtype(args.precision, torch.device("cpu")))}
+                     autocast_dtype(args.precision, torch.device("cpu")))}
     else:
-        model = side(model_params.attention, None)
+        model = side(None)
         sides = {"fp32": model, "bf16": (model[0], model[1], torch.bfloat16)}
     times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.rounds):
