@@ -8,7 +8,7 @@ What it runs, each on the GPU with ``precision: auto`` (bf16 autocast where the 
 1. **features**: the features stage's model callable (:class:`~components.features.extract.Featurizer`,
    channels-last, the default backbone and shape) over synthetic 64 px images: images/s.
 2. **training**: each family's own loop (``fit_captioner``, ``fit_vae``, ``fit_gan``,
-   ``fit_imagine``) under Ray Train's ``TorchTrainer`` with one GPU worker (so the NCCL
+   ``fit_imagine``; the image families with ``channels_last: true``) under Ray Train's ``TorchTrainer`` with one GPU worker (so the NCCL
    process group), a few hundred steps on in-memory synthetic data: samples/s of the
    epochs after the first.
 3. **beam search**: the attention captioner's batched beam search (beam 3) on the GPU: images/s.
@@ -129,6 +129,7 @@ def bench_training(family: str, device: torch.device, *, num_images: int, epochs
         replace["early_stopping_patience"] = 0
     if family in ("vae", "gan", "imagine"):
         replace["num_samples"] = 16
+        replace["channels_last"] = device.type == "cuda"  # cuDNN's convolutions prefer NHWC under bf16
     if family == "vae":
         replace["iw_samples"] = 0
     cfg = dataclasses.replace(group.train, **replace)

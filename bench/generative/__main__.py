@@ -28,6 +28,11 @@ are printed on their own lines.
 ``precision: fp32`` and at ``auto`` (bf16 autocast on a CPU with AMX / AVX-512
 BF16), alternated over ``--rounds`` (3); the median ratio of steady-state
 training images/s, and the last epoch's losses of both sides.
+
+``--channels-last``: the same, with ``channels_last: false`` against ``true``
+(at the params' precision). These two axes also take ``--model imagine`` (the
+caption-conditioned GAN of ``train_imagine``, on captions of random word ids:
+its speed does not depend on what they say).
 """
 
 from __future__ import annotations
@@ -97,6 +102,16 @@ def run_plain(model: str, cfg: Any, images: torch.Tensor) -> list[float]:
 
 
 def _fit(model: str, session, config: dict[str, Any]) -> dict[str, Any]:
+    if model == "imagine":
+        from components.imagine.fit import fit_imagine
+
+        train, val = config["train_images"], config["val_images"]
+        rng = np.random.default_rng(0)
+        vocab, length = 40, 12
+        return fit_imagine(session, train_images=train, val_images=val,
+                           train_tokens=[[rng.integers(4, vocab, length).tolist() for _ in range(2)] for _ in train],
+                           val_tokens=[rng.integers(4, vocab, length).tolist() for _ in val], vocab_size=vocab,
+                           model_cfg=config["model"], cfg=config["train"])
     fn = fit_vae if model == "vae" else fit_gan
     return fn(session, train_images=config["train_images"], val_images=config["val_images"],
               model_cfg=config["model"], cfg=config["train"], storage_dir=config.get("storage_dir", ""))
@@ -164,46 +179,65 @@ def report(model: str, cfg: Any, n: int, threads: int, r: dict[str, Any]) -> Non
               f"(training alone: {len(r['plain']) and n / plain:.2f} s)")
 
 
-def bench_precision(model: str, cfg: Any, train: torch.Tensor, val: torch.Tensor, threads: int,
-                    rounds: int) -> None:
+SIDES = {  # axis: (param key, the baseline side, the other side)
+    "precision": ("precision", "fp32", "auto"),
+    "channels_last": ("channels_last", False, True),
+}
+
+
+def bench_sides(model: str, cfg: Any, train: torch.Tensor, val: torch.Tensor, threads: int,
+                rounds: int, axis: str) -> None:
+    """The stage's loop in this process at the two values of one train key, alternated over ``rounds``."""
     from components.train.precision import resolve
 
+    key, base, other = SIDES[axis]
     torch.set_num_threads(threads)
     print(f"\n== {model}: {len(train)} images of {cfg.model.image_size} px, batch {cfg.train.batch_size}, "
           f"{cfg.train.epochs} epochs (the first is warm-up), {threads} torch threads; precision auto is "
-          f"{resolve('auto', 'cpu')} here ==")
+          f"{resolve('auto', 'cpu')} here; {key}: {base} against {other}"
+          f"{'' if axis == 'precision' else f' (precision {cfg.train.precision})'} ==")
     ratios = []
-    loss = "train_elbo" if model == "vae" else "d_loss"
+    loss = {"vae": "train_elbo"}.get(model, "d_loss")
     for r in range(rounds):
         rates, last = {}, {}
-        for precision in ("fp32", "auto"):
-            run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
+        for value in (base, other):
+            run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **{key: value}))
             local = LocalSession()
             _fit(model, local, {"train_images": train, "val_images": val, "model": run_cfg.model,
                                 "train": run_cfg.train})
-            rates[precision] = steady([row["train_images_per_s"] for row in local.history])
-            last[precision] = local.history[-1].get(loss, float("nan"))
-        ratios.append(rates["auto"] / rates["fp32"])
-        print(f"  round {r + 1}/{rounds}: fp32 {rates['fp32']:7.1f} images/s ({loss} {last['fp32']:.4g}), "
-              f"auto {rates['auto']:7.1f} images/s ({loss} {last['auto']:.4g})")
-    print(f"  ratio auto / fp32 (steady state): {np.median(ratios):.3f} (median of {rounds}: "
-          f"{', '.join(f'{x:.3f}' for x in ratios)}; target >= 1.8)")
+            rates[value] = steady([row["train_images_per_s"] for row in local.history])
+            last[value] = local.history[-1].get(loss, float("nan"))
+        ratios.append(rates[other] / rates[base])
+        print(f"  round {r + 1}/{rounds}: {key} {base} {rates[base]:7.1f} images/s ({loss} {last[base]:.4g}), "
+              f"{other} {rates[other]:7.1f} images/s ({loss} {last[other]:.4g})")
+    target = "; target >= 1.8" if axis == "precision" else ""
+    print(f"  ratio {other} / {base} (steady state): {np.median(ratios):.3f} (median of {rounds}: "
+          f"{', '.join(f'{x:.3f}' for x in ratios)}{target})")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("vae", "gan", "both"), default="both")
+    parser.add_argument("--model", choices=("vae", "gan", "both", "imagine"), default="both",
+                        help="imagine: with --precision or --channels-last only")
     parser.add_argument("--num-images", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run; the first is warm-up")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: params.yaml's)")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--precision", action="store_true", help="compare precision fp32 with auto instead")
-    parser.add_argument("--rounds", type=int, default=3, help="--precision: alternate the sides this many times")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="compare channels_last false with true instead (at the params' precision)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="--precision, --channels-last: alternate the sides this many times")
     args = parser.parse_args(argv)
+    if args.precision and args.channels_last:
+        parser.error("--precision and --channels-last: one axis at a time")
+    axis = "precision" if args.precision else "channels_last" if args.channels_last else None
+    if args.model == "imagine" and axis is None:
+        parser.error("--model imagine: with --precision or --channels-last (Ray against a plain loop: vae, gan)")
     params = load_params(args.params)
     models = ("vae", "gan") if args.model == "both" else (args.model,)
     for model in models:
-        cfg = params.train_vae if model == "vae" else params.train_gan
+        cfg = {"vae": params.train_vae, "gan": params.train_gan, "imagine": params.train_imagine}[model]
         threads = args.threads or cfg.train.threads_per_worker
         # the diagnostics see 64 samples; the IWAE bound is off (it is a last-epoch cost, not throughput)
         train_cfg = dataclasses.replace(cfg.train, epochs=args.epochs, threads_per_worker=threads,
@@ -211,8 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = dataclasses.replace(cfg, train=train_cfg)
         train = scenes(args.num_images, cfg.model.image_size)
         val = scenes(64, cfg.model.image_size, seed=1)
-        if args.precision:
-            bench_precision(model, cfg, train, val, threads, args.rounds)
+        if axis is not None:
+            bench_sides(model, cfg, train, val, threads, args.rounds, axis)
         else:
             report(model, cfg, args.num_images, threads, bench_one(model, cfg, train, val, threads))
 

@@ -164,6 +164,7 @@ class VAETrainParams:
     sample_seed: int  # seed of the diagnostic and fixed-noise samples
     seed: int
     precision: Precision  # bf16 autocast of the train steps: auto | bf16 | fp32; evaluation stays float32
+    channels_last: bool  # the train steps' models and batches in channels-last memory format
     threads_per_worker: int  # torch intra-op threads per worker (and the CPUs it reserves)
     fail_at_epoch: int  # failure injection for fault-tolerance tests; -1: off
 
@@ -188,6 +189,7 @@ class GANTrainParams:
     sample_seed: int
     seed: int
     precision: Precision
+    channels_last: bool
     threads_per_worker: int
     fail_at_epoch: int
 

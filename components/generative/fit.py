@@ -45,7 +45,7 @@ from components.generative.models import MODELS, build_gan, build_vae
 from components.generative.sampling import sample
 from components.generative.steps import gan_train_step, make_gan_optimizers, vae_eval_step, vae_train_step
 from components.train.guard import TrainingDivergedError, guard
-from components.train.precision import autocast_dtype
+from components.train.precision import autocast_dtype, memory_format
 from components.train.session import (
     RaySession,
     Session,
@@ -65,7 +65,9 @@ PROGRESS_SAMPLES = 8  # fixed-noise samples kept per epoch: one row of the progr
 class _Epochs:
     """The training batches of one rank, reseeded per epoch so a resumed run repeats the same order."""
 
-    def __init__(self, dataset: ImageTensorDataset, *, batch_size: int, seed: int, session: Session):
+    def __init__(self, dataset: ImageTensorDataset, *, batch_size: int, seed: int, session: Session,
+                 channels_last: bool = False):
+        self.memory_format = memory_format(channels_last)
         self.sampler = session.sampler(dataset, shuffle=True, seed=seed)
         self.generator = torch.Generator()
         self.seed = seed
@@ -84,7 +86,7 @@ class _Epochs:
             self.sampler.set_epoch(epoch)
         self.generator.manual_seed(derive_seed(self.seed, epoch))
         for batch in self.loader:  # (B, 3, H, W) float
-            yield batch.to(device, non_blocking=True)
+            yield batch.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
 
 def _sample_diagnostics(sampler: nn.Module, real: np.ndarray, cfg: Any) -> tuple[dict[str, float], Tensor]:
@@ -167,7 +169,7 @@ def fit_vae(
     torch.manual_seed(cfg.seed)
     device = session.device
     amp = autocast_dtype(cfg.precision, device)  # bf16 or None (float32), once per run
-    model = session.prepare_model(build_vae(model_cfg))
+    model = session.prepare_model(build_vae(model_cfg).to(memory_format=memory_format(cfg.channels_last)))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     size = model_cfg.image_size
     state: dict[str, Any] = {"epoch": -1, "step": 0, "history": [],
@@ -179,7 +181,7 @@ def fit_vae(
         state = {k: restored[k] for k in state}
 
     train = _Epochs(ImageTensorDataset(train_images, value_range=MODELS["vae"].value_range),
-                    batch_size=cfg.batch_size, seed=cfg.seed, session=session)
+                    batch_size=cfg.batch_size, seed=cfg.seed, session=session, channels_last=cfg.channels_last)
     real = val_images.permute(0, 2, 3, 1).numpy()[: cfg.num_samples]  # (M, S, S, 3) uint8
     noise = torch.Generator()  # reparameterisation noise, reseeded per epoch and rank
 
@@ -271,7 +273,7 @@ def fit_gan(
     torch.manual_seed(cfg.seed)
     device = session.device
     amp = autocast_dtype(cfg.precision, device)  # bf16 or None (float32), once per run
-    G, D = build_gan(model_cfg)
+    G, D = (m.to(memory_format=memory_format(cfg.channels_last)) for m in build_gan(model_cfg))
     G, D = session.prepare_model(G), session.prepare_model(D)
     ema = EMA(G, decay=model_cfg.ema_decay)
     opt_g, opt_d = make_gan_optimizers(G, D, lr_g=cfg.lr_g, lr_d=cfg.lr_d, betas=cfg.betas)
@@ -281,7 +283,7 @@ def fit_gan(
     state = restore_gan(session.restore(), state, G, D, ema, opt_g, opt_d)
 
     train = _Epochs(ImageTensorDataset(train_images, value_range=MODELS["gan"].value_range),
-                    batch_size=cfg.batch_size, seed=cfg.seed, session=session)
+                    batch_size=cfg.batch_size, seed=cfg.seed, session=session, channels_last=cfg.channels_last)
     real = val_images.permute(0, 2, 3, 1).numpy()[: cfg.num_samples]  # (M, S, S, 3) uint8
     noise = torch.Generator()
     augment = AUGMENTATIONS[cfg.augment]

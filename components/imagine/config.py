@@ -78,6 +78,7 @@ class ImagineTrainParams:
     sample_seed: int
     seed: int
     precision: Precision  # bf16 autocast of the train steps: auto | bf16 | fp32
+    channels_last: bool  # the train steps' models and batches in channels-last memory format
     threads_per_worker: int
     fail_at_epoch: int  # failure injection for the fault-tolerance tests; -1: off
 

@@ -55,7 +55,7 @@ from components.imagine.models import (
     imagine,
 )
 from components.train.guard import guard
-from components.train.precision import autocast_dtype
+from components.train.precision import autocast_dtype, memory_format
 from components.train.session import (
     RaySession,
     Session,
@@ -94,8 +94,10 @@ def _collate(items: list[tuple[Tensor, list[int]]]) -> tuple[Tensor, Tensor, Ten
     return images.float() / 255.0 * (high - low) + low, tokens, lengths  # (B, 3, S, S) in [-1, 1]
 
 
-def batches(pairs: Pairs, *, batch_size: int, seed: int, session: Session) -> Callable[[int], Iterator[tuple]]:
+def batches(pairs: Pairs, *, batch_size: int, seed: int, session: Session,
+            channels_last: bool = False) -> Callable[[int], Iterator[tuple]]:
     """The batches ``(images, tokens, lengths)`` of one rank for an epoch, reseeded per epoch."""
+    layout = memory_format(channels_last)
     sampler = session.sampler(pairs, shuffle=True, seed=seed)
     generator = torch.Generator()
     loader = torch.utils.data.DataLoader(pairs, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
@@ -110,7 +112,7 @@ def batches(pairs: Pairs, *, batch_size: int, seed: int, session: Session) -> Ca
         generator.manual_seed(derive_seed(seed, epoch))
         pairs.draw(derive_seed(seed, epoch, 1))
         for images, tokens, lengths in loader:
-            yield images.to(session.device), tokens.to(session.device), lengths
+            yield images.to(session.device).contiguous(memory_format=layout), tokens.to(session.device), lengths
     return epoch_batches
 
 
@@ -221,8 +223,9 @@ def fit_imagine(session: Session, *, train_images: Tensor, train_tokens: list[li
     torch.manual_seed(cfg.seed)
     device = session.device
     amp = autocast_dtype(cfg.precision, device)  # bf16 or None (float32), once per run
-    G = session.prepare_model(ConditionalGenerator(model_cfg, vocab_size))
-    D = session.prepare_model(ProjectionDiscriminator(model_cfg, vocab_size))
+    layout = memory_format(cfg.channels_last)
+    G = session.prepare_model(ConditionalGenerator(model_cfg, vocab_size).to(memory_format=layout))
+    D = session.prepare_model(ProjectionDiscriminator(model_cfg, vocab_size).to(memory_format=layout))
     ema = EMA(G, decay=model_cfg.ema_decay)
     opt_g, opt_d = make_gan_optimizers(G, D, lr_g=cfg.lr_g, lr_d=cfg.lr_d, betas=cfg.betas)
     size, n_val = model_cfg.image_size, min(cfg.num_samples, len(val_tokens))
@@ -230,7 +233,8 @@ def fit_imagine(session: Session, *, train_images: Tensor, train_tokens: list[li
         (0, min(PROGRESS_CAPTIONS, n_val), size, size, 3), dtype=torch.uint8)}
     state = restore_gan(session.restore(), state, G, D, ema, opt_g, opt_d)
 
-    train = batches(Pairs(train_images, train_tokens), batch_size=cfg.batch_size, seed=cfg.seed, session=session)
+    train = batches(Pairs(train_images, train_tokens), batch_size=cfg.batch_size, seed=cfg.seed, session=session,
+                    channels_last=cfg.channels_last)
     val_t, val_l = pad(val_tokens[:n_val])
     real = val_images[:n_val].permute(0, 2, 3, 1).numpy()  # (n, S, S, 3) uint8
     noise = torch.Generator()
@@ -282,8 +286,8 @@ def fit_cvae(session: Session, *, train_images: Tensor, train_tokens: list[list[
     torch.manual_seed(cfg.seed)
     device = session.device
     amp = autocast_dtype(cfg.precision, device)
-    model = session.prepare_model(CVAE(ConditionalEncoder(model_cfg, vocab_size),
-                                       ConditionalDecoder(model_cfg, vocab_size)))
+    model = session.prepare_model(CVAE(ConditionalEncoder(model_cfg, vocab_size), ConditionalDecoder(
+        model_cfg, vocab_size)).to(memory_format=memory_format(cfg.channels_last)))
     ema = EMA(unwrap(model).decoder, decay=model_cfg.ema_decay)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr_g, betas=cfg.betas)
     size, n_val = model_cfg.image_size, min(cfg.num_samples, len(val_tokens))
@@ -297,7 +301,8 @@ def fit_cvae(session: Session, *, train_images: Tensor, train_tokens: list[list[
         opt.load_state_dict(restored["opt"])
         state = {k: restored[k] for k in state}
 
-    train = batches(Pairs(train_images, train_tokens), batch_size=cfg.batch_size, seed=cfg.seed, session=session)
+    train = batches(Pairs(train_images, train_tokens), batch_size=cfg.batch_size, seed=cfg.seed, session=session,
+                    channels_last=cfg.channels_last)
     val_t, val_l = pad(val_tokens[:n_val])
     real = val_images[:n_val].permute(0, 2, 3, 1).numpy()
     noise = torch.Generator()

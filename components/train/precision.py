@@ -59,4 +59,16 @@ def autocast_dtype(precision: Precision, device: torch.device | str) -> torch.dt
     return torch.bfloat16 if resolve(precision, device) == "bf16" else None
 
 
-__all__ = ["Precision", "autocast_dtype", "cpu_has_fast_bf16", "resolve"]
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """The memory format of the ``channels_last`` param of the image loops (VAE, GAN, imagine).
+
+    Channels-last is the same arithmetic in another layout (NHWC): oneDNN's and cuDNN's
+    convolutions often run faster on it. Whether it pays depends on the model, the precision and
+    the CPU, so it is a param of each loop, measured with ``bench.generative --channels-last``
+    (README §Speed). Weights, optimiser state and checkpoints keep the layout the model has;
+    a saved model loads into a model of either layout (``load_state_dict`` copies the values).
+    """
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+__all__ = ["Precision", "autocast_dtype", "cpu_has_fast_bf16", "memory_format", "resolve"]

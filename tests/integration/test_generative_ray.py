@@ -135,9 +135,10 @@ def _trainer(in_smoke, kind: str, storage: Path, run_name: str, *, num_workers: 
                         run_name=run_name, storage_path=str(storage), logger=logger)
 
 
-def test_gan_ddp_two_workers_keep_identical_weights(in_smoke, ray_session, tmp_path):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gan_ddp_two_workers_keep_identical_weights(in_smoke, ray_session, tmp_path, channels_last):
     state = fit(_trainer(in_smoke, "gan", tmp_path, "ddp", num_workers=2, on_step=ddp_checks.gan_ranks_in_sync,
-                         epochs=1, batch_size=8))
+                         epochs=1, batch_size=8, channels_last=channels_last))
     assert state["step"] == 3  # 48 train images: 24 per rank, 3 batches of 8
     assert state["history"][0]["train_images_per_s"] > 0
 

@@ -24,7 +24,7 @@ from tests import fixtures_models
 
 CFG = ImagineConfig(kind="gan", image_size=32, latent_dim=8, text_dim=16, word_dim=8, g_channels=8, d_channels=8, ema_decay=0.9)
 TRAIN = ImagineTrainParams(epochs=2, batch_size=8, lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.9), augment="translation",
-                           mismatch_weight=1.0, kl_weight=1.0, num_samples=4, sample_seed=0, seed=0, precision="fp32", threads_per_worker=1,
+                           mismatch_weight=1.0, kl_weight=1.0, num_samples=4, sample_seed=0, seed=0, precision="fp32", channels_last=False, threads_per_worker=1,
                            fail_at_epoch=-1)
 V = 12
 
@@ -87,13 +87,17 @@ def test_one_training_step_moves_both_players_and_is_finite():
     assert G.text.embed.weight.grad is not None and D.text.embed.weight.grad is not None  # both read the caption
 
 
-def test_training_is_deterministic_and_a_resumed_run_equals_an_uninterrupted_one():
-    straight = fit_imagine(LocalSession(), cfg=dataclasses.replace(TRAIN, epochs=3), **_data())
-    again = fit_imagine(LocalSession(), cfg=dataclasses.replace(TRAIN, epochs=3), **_data())
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_training_is_deterministic_and_a_resumed_run_equals_an_uninterrupted_one(channels_last):
+    train = dataclasses.replace(TRAIN, channels_last=channels_last)
+    straight = fit_imagine(LocalSession(), cfg=dataclasses.replace(train, epochs=3), **_data())
+    again = fit_imagine(LocalSession(), cfg=dataclasses.replace(train, epochs=3), **_data())
     first = LocalSession()
-    fit_imagine(first, cfg=TRAIN, **_data())  # 2 epochs, then a fresh process resumes from its checkpoint
-    resumed = fit_imagine(LocalSession(initial_state=first.last_state), cfg=dataclasses.replace(TRAIN, epochs=3),
+    fit_imagine(first, cfg=train, **_data())  # 2 epochs, then a fresh process resumes from its checkpoint
+    resumed = fit_imagine(LocalSession(initial_state=first.last_state), cfg=dataclasses.replace(train, epochs=3),
                           **_data())
+    weight = next(v for v in straight["discriminator"].values() if v.dim() == 4 and v.shape[1] > 1 and v.shape[-1] > 1)
+    assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
     for key in ("generator", "generator_ema", "discriminator"):
         for name, value in straight[key].items():
             assert torch.equal(value, again[key][name]), (key, name)

@@ -40,5 +40,5 @@ def test_params_refuse_an_unknown_precision():
 
     with pytest.raises(ConfigError, match="precision"):
         VAETrainParams(epochs=1, batch_size=4, lr=1e-3, betas=(0.9, 0.999), grad_clip=0.0, iw_samples=0,
-                       num_samples=4, sample_seed=0, seed=0, precision="fp16", threads_per_worker=1,
+                       num_samples=4, sample_seed=0, seed=0, precision="fp16", channels_last=False, threads_per_worker=1,
                        fail_at_epoch=-1)
