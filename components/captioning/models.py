@@ -332,6 +332,9 @@ class CaptionModel(nn.Module):
             raise ValueError(f"tokens must be (B, T) with T >= 2, got {tuple(tokens.shape)}")
         if not 0.0 <= sampling_prob <= 1.0:
             raise ValueError(f"sampling_prob must be in [0, 1], got {sampling_prob}")
+        if not bool((tokens[:, 1:] != Vocab.pad_id).any()):
+            raise ValueError(f"tokens {tuple(tokens.shape)} hold no target: every caption is <start> then "
+                             "padding (each needs at least its <end>)")
         if sampling_prob > 0.0:
             return self._unroll(grid, pooled, tokens, sampling_prob=sampling_prob, generator=generator)
         return self._teacher_forced(grid, pooled, tokens)

@@ -229,6 +229,17 @@ def test_feature_shape_is_checked():
     assert build_model(make_cfg("show_tell"))(None, pooled, tokens).logits.shape == (B, T - 1, V)
 
 
+@pytest.mark.parametrize("arch", MODELS)
+def test_a_batch_with_no_target_is_refused_by_name(arch):
+    model = build_model(make_cfg(arch))
+    grid, pooled, tokens = inputs()
+    tokens[:, 1:] = 0  # <start> then padding only
+    with pytest.raises(ValueError, match="no target"):
+        model(grid, pooled, tokens)
+    tokens[2, 1] = 2  # one caption that is just <end>: trains
+    assert model(grid, pooled, tokens).logits.shape == (B, T - 1, V)
+
+
 def test_config_is_strict_and_round_trips():
     cfg = make_cfg()
     assert CaptionerConfig.from_dict(cfg.to_dict()) == cfg
