@@ -101,24 +101,10 @@ def _worker(config: dict[str, Any]) -> None:
                                                    if torch.distributed.is_initialized() else "none"}))
 
 
-def _imagine_data(images: torch.Tensor, seed: int) -> tuple[list, int]:
-    """Captions of the scenes ``scenes(n, size, seed)`` drew, as word ids over a vocabulary of them."""
-    from components.data.scene_language import reference_captions
-    from components.data.synthetic import sample_scene
-    from components.data.text import Vocab, tokenize
-
-    captions = []
-    for i in range(len(images)):
-        rng = np.random.default_rng([seed, i])
-        captions.append(reference_captions(sample_scene(rng), rng))
-    vocab = Vocab.build([tokenize(c) for caps in captions for c in caps], min_word_count=1, max_caption_length=20)
-    return [[vocab.encode(tokenize(c))[1:-1] for c in caps] for caps in captions], len(vocab)
-
-
 def bench_training(family: str, device: torch.device, *, num_images: int, epochs: int, params: Any,
                    storage: Path) -> dict[str, Any]:
     """``family``'s loop under TorchTrainer, 1 worker (a GPU one unless ``device`` is the CPU)."""
-    from bench.generative.__main__ import scenes
+    from bench.generative.__main__ import imagine_data, scenes
     from components.features.backbones import get_spec
     from components.train.config import ScalingParams
     from components.train.ray_trainer import fit, make_trainer
@@ -145,10 +131,7 @@ def bench_training(family: str, device: torch.device, *, num_images: int, epochs
         train, val = scenes(num_images, size), scenes(32, size, seed=1)
         data = {"train": train, "val": val}
         if family == "imagine":
-            data["train_tokens"], data["vocab_size"] = _imagine_data(train, 0)
-            val_tokens, vocab_size = _imagine_data(val, 1)
-            data["val_tokens"] = [caps[0] for caps in val_tokens]
-            data["vocab_size"] = max(data["vocab_size"], vocab_size)
+            data.update(imagine_data(train, val))
         per_epoch = num_images
         rate_key = "train_images_per_s"
     out = storage / f"{family}.json"

@@ -31,8 +31,8 @@ training images/s, and the last epoch's losses of both sides.
 
 ``--channels-last``: the same, with ``channels_last: false`` against ``true``
 (at the params' precision). These two axes also take ``--model imagine`` (the
-caption-conditioned GAN of ``train_imagine``, on captions of random word ids:
-its speed does not depend on what they say).
+caption-conditioned GAN of ``train_imagine``, on the scenes' reference captions,
+as ``bench.gpu``).
 """
 
 from __future__ import annotations
@@ -67,6 +67,29 @@ def scenes(n: int, size: int, seed: int = 0) -> torch.Tensor:
         rng = np.random.default_rng([seed, i])
         images.append(np.asarray(render_scene(sample_scene(rng), image_size=size, rng=rng)))
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def scene_captions(images: torch.Tensor, seed: int) -> tuple[list[list[list[int]]], int]:
+    """The reference captions of the scenes ``scenes(len(images), size, seed)`` drew, as word ids over a
+    vocabulary of them (``<start>`` and ``<end>`` left out), and that vocabulary's size."""
+    from components.data.scene_language import reference_captions
+    from components.data.text import Vocab, tokenize
+
+    captions = []
+    for i in range(len(images)):
+        rng = np.random.default_rng([seed, i])
+        captions.append(reference_captions(sample_scene(rng), rng))
+    vocab = Vocab.build([tokenize(c) for caps in captions for c in caps], min_word_count=1, max_caption_length=20)
+    return [[vocab.encode(tokenize(c))[1:-1] for c in caps] for caps in captions], len(vocab)
+
+
+def imagine_data(train: torch.Tensor, val: torch.Tensor) -> dict[str, Any]:
+    """``fit_imagine``'s captions for ``scenes(n, size)`` (train) and ``scenes(m, size, seed=1)`` (val): every
+    caption of each training scene, the first of each validation scene, and a vocabulary size covering both."""
+    train_tokens, train_vocab = scene_captions(train, 0)
+    val_tokens, val_vocab = scene_captions(val, 1)
+    return {"train_tokens": train_tokens, "val_tokens": [caps[0] for caps in val_tokens],
+            "vocab_size": max(train_vocab, val_vocab)}
 
 
 def steady(rates: list[float]) -> float:
@@ -106,11 +129,7 @@ def _fit(model: str, session, config: dict[str, Any]) -> dict[str, Any]:
         from components.imagine.fit import fit_imagine
 
         train, val = config["train_images"], config["val_images"]
-        rng = np.random.default_rng(0)
-        vocab, length = 40, 12
-        return fit_imagine(session, train_images=train, val_images=val,
-                           train_tokens=[[rng.integers(4, vocab, length).tolist() for _ in range(2)] for _ in train],
-                           val_tokens=[rng.integers(4, vocab, length).tolist() for _ in val], vocab_size=vocab,
+        return fit_imagine(session, train_images=train, val_images=val, **imagine_data(train, val),
                            model_cfg=config["model"], cfg=config["train"])
     fn = fit_vae if model == "vae" else fit_gan
     return fn(session, train_images=config["train_images"], val_images=config["val_images"],
